@@ -1,0 +1,46 @@
+//! Liveness (the process answers), readiness (the database answers and we
+//! are not shutting down) and Prometheus metrics.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use super::State;
+use crate::error::ApiError;
+
+/// Readiness must answer within this, whatever the database does.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "UP"}))
+}
+
+pub async fn ready(state: State) -> Result<HttpResponse, ApiError> {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApiError::Unavailable);
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.ctx.store.ping()).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"status": "UP", "database": "UP"}))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database not answering");
+            Err(ApiError::Unavailable)
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database check timed out");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+pub async fn metrics(state: State) -> HttpResponse {
+    let (connections, idle) = state.ctx.store.pool_state();
+    metrics::with_local_recorder(state.metrics.as_ref(), || {
+        metrics::gauge!("db_pool_connections").set(f64::from(connections));
+        metrics::gauge!("db_pool_idle_connections").set(f64::from(idle));
+    });
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.handle().render())
+}

@@ -1,0 +1,26 @@
+//! `GET /api/sts/role/v1` (both role mappings) and `GET /api/sts/me/v1`
+//! (the caller and what a token for each of their organisations holds).
+
+use std::collections::BTreeMap;
+
+use actix_web::HttpResponse;
+
+use super::State;
+use super::auth::Authenticated;
+use crate::error::ApiError;
+use crate::service::users;
+
+pub async fn roles(_auth: Authenticated, state: State) -> HttpResponse {
+    let catalog = &state.ctx.config.roles;
+    let organisation_roles: BTreeMap<&str, _> =
+        catalog.organisation_roles().iter().map(|(role, set)| (role.as_str(), set)).collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "systemRoles": catalog.system_roles(),
+        "organisationRoles": organisation_roles,
+    }))
+}
+
+pub async fn me(auth: Authenticated, state: State) -> Result<HttpResponse, ApiError> {
+    let me = users::me(&state.ctx, auth.claims.sub).await?;
+    Ok(HttpResponse::Ok().json(me))
+}

@@ -1,0 +1,203 @@
+//! Builds the application from a validated configuration: prepares and
+//! migrates the database, loads the keys, binds (reporting the real port)
+//! and serves until told to stop.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware::from_fn, web};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::api::{self, AppState};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::service::passwords::{PasswordPolicy, Passwords};
+use crate::service::{Context, users};
+use crate::store::{self, ConnectionSettings, DatabaseUrl, PoolSettings, Store};
+use crate::tokens::{KeyRing, Verifier};
+
+/// Why the process could not start; each is one line and exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database {url}: {reason}")]
+    Database { url: String, reason: String },
+    #[error("data directory {path}: {reason}")]
+    DataDirectory { path: String, reason: String },
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::tokens::KeyError),
+    #[error("cannot listen on {address}: {reason}")]
+    Bind { address: String, reason: String },
+    #[error("start-up failed: {0}")]
+    Other(String),
+}
+
+pub fn connection_settings(config: &Config) -> ConnectionSettings {
+    let db = &config.settings.database;
+    ConnectionSettings {
+        url: config.database.clone(),
+        statement_timeout: Duration::from_millis(db.statement_timeout_ms),
+        busy_timeout: Duration::from_millis(db.sqlite_busy_timeout_ms),
+    }
+}
+
+/// A SQLite file's directory must exist and be writable before SQLite tries.
+fn prepare_sqlite_directory(url: &DatabaseUrl) -> Result<(), StartError> {
+    let DatabaseUrl::Sqlite(path) = url else { return Ok(()) };
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    let fail = |reason: String| StartError::DataDirectory { path: dir.display().to_string(), reason };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let probe = dir.join(".sts-write-probe");
+    std::fs::write(&probe, b"").map_err(|e| fail(format!("not writable ({e})")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Creates the schema or brings it up to date; returns the versions applied.
+pub async fn migrate(config: &Config) -> Result<Vec<String>, StartError> {
+    prepare_sqlite_directory(&config.database)?;
+    let settings = connection_settings(config);
+    let url = config.database.to_string();
+    let fail = move |reason: String| StartError::Database { url: url.clone(), reason };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut conn = settings.establish().map_err(|e| first_line(&e.to_string()))?;
+        store::migrations::run_pending(&mut conn).map_err(|e| first_line(&e.to_string()))
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    outcome.map_err(fail)
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+/// A started server and what tests and `main` need of it.
+pub struct Application {
+    server: Server,
+    port: u16,
+    state: web::Data<AppState>,
+    grace: Duration,
+}
+
+impl Application {
+    /// Migrates, loads keys, bootstraps the admin, binds. The server runs
+    /// once [`Application::run_until_stopped`] (or the server future) is polled.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        migrate(&config).await?;
+        let db = &config.settings.database;
+        let store = Store::new(
+            connection_settings(&config),
+            &PoolSettings { max_size: db.pool_size, acquire_timeout: Duration::from_millis(db.acquire_timeout_ms) },
+        );
+        let keys = Arc::new(KeyRing::load_or_create(&config.settings.keys.dir, clock.now())?);
+        let tokens = &config.settings.tokens;
+        let verifier = Verifier::new(
+            &config.issuer,
+            &tokens.audience,
+            tokens.leeway_secs,
+            tokens.access_ttl_secs,
+            clock.clone(),
+        );
+        let pw = &config.settings.passwords;
+        let passwords = Passwords::new(
+            config.argon2.clone(),
+            config.hashing_threads,
+            Duration::from_millis(pw.queue_timeout_ms),
+            PasswordPolicy { min_chars: pw.min_chars, max_bytes: pw.max_bytes },
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
+        let grace = Duration::from_secs(config.settings.server.shutdown_grace_secs);
+        let (listen, workers) = (config.listen, config.workers);
+        let limits = (config.settings.server.body_limit_bytes, config.settings.server.token_body_limit_bytes);
+        let ctx = Context { config: Arc::new(config), store, keys, verifier, clock, passwords };
+        if let Some((username, password)) =
+            users::bootstrap(&ctx).await.map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
+        {
+            // Shown once, on the terminal only: never through the logger.
+            println!("created user `{username}` with system role ADMIN and password: {}", password.expose());
+        }
+
+        let listener = TcpListener::bind(listen)
+            .map_err(|e| StartError::Bind { address: listen.to_string(), reason: e.to_string() })?;
+        let port = listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?.port();
+        let state = web::Data::new(AppState {
+            ctx,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(PrometheusBuilder::new().build_recorder()),
+        });
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(from_fn(api::middleware::observe))
+                .configure(|cfg| api::routes(cfg, limits.0, limits.1))
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs())
+        .listen(listener)
+        .map_err(|e| StartError::Bind { address: listen.to_string(), reason: e.to_string() })?
+        .run();
+        Ok(Self { server, port, state, grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.state.ctx
+    }
+
+    /// A handle to stop the server gracefully (tests, signals).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Marks the service as going away (readiness 503 from now) and stops
+    /// accepting; in-flight requests get the configured grace.
+    pub fn shutdown_trigger(&self) -> impl Fn() + Send + Sync + 'static {
+        let flag = self.state.shutting_down.clone();
+        let handle = self.server.handle();
+        move || {
+            flag.store(true, Ordering::SeqCst);
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.stop(true).await });
+        }
+    }
+
+    /// Serves until the server stops (see [`Application::shutdown_trigger`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains within the grace period.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let trigger = self.shutdown_trigger();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+            trigger();
+        });
+        self.server.await
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

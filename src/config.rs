@@ -1,0 +1,442 @@
+//! One typed settings tree, loaded once at start from `config/default.toml`
+//! and the environment variables of CONTRACT §5, validated, then passed down.
+//! A bad setting is reported as one line naming it, and the process exits 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::roles::{RoleCatalog, vocabulary};
+use crate::secret::Secret;
+use crate::store::DatabaseUrl;
+
+/// Core's permission vocabulary, embedded so the binary reads nothing outside
+/// its own configuration.
+pub const CORE_PERMISSIONS: &str = include_str!("../config/permissions.txt");
+/// The shipped role mapping, used when the configured file is the default
+/// path and does not exist (a binary run outside the repository).
+pub const DEFAULT_ROLES: &str = include_str!("../config/roles.toml");
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+const DEFAULT_ROLES_FILE: &str = "config/roles.toml";
+
+/// Environment variables and the setting each one overrides (CONTRACT §5).
+pub const ENVIRONMENT: [(&str, &str); 11] = [
+    ("DATABASE_URL", "database.url"),
+    ("STS_LISTEN", "server.listen"),
+    ("STS_ISSUER", "tokens.issuer"),
+    ("STS_AUDIENCE", "tokens.audience"),
+    ("STS_KEYS_DIR", "keys.dir"),
+    ("STS_ACCESS_TOKEN_TTL", "tokens.access_ttl_secs"),
+    ("STS_REFRESH_TOKEN_TTL", "tokens.refresh_ttl_secs"),
+    ("STS_BOOTSTRAP_ADMIN_USERNAME", "bootstrap.admin_username"),
+    ("STS_BOOTSTRAP_ADMIN_PASSWORD", "bootstrap.admin_password"),
+    ("STS_ROLES_FILE", "roles.file"),
+    ("STS_LOG_FORMAT", "log.format"),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub tokens: TokenSettings,
+    pub keys: KeySettings,
+    pub passwords: PasswordSettings,
+    pub roles: RoleSettings,
+    pub bootstrap: BootstrapSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+    pub token_body_limit_bytes: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub url: Option<String>,
+    pub pool_size: u32,
+    pub acquire_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    pub issuer: Option<String>,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub refresh_family_ttl_secs: u64,
+    pub leeway_secs: u64,
+    pub jwks_max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub min_chars: usize,
+    pub max_bytes: usize,
+    pub hashing_threads: usize,
+    pub queue_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleSettings {
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapSettings {
+    pub admin_username: Option<String>,
+    #[serde(skip_serializing)]
+    pub admin_password: Option<Secret>,
+}
+
+impl std::fmt::Debug for BootstrapSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapSettings")
+            .field("admin_username", &self.admin_username)
+            .field("admin_password", &self.admin_password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines when stdout is not a terminal, human-readable otherwise.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            tokens: TokenSettings::default(),
+            keys: KeySettings::default(),
+            passwords: PasswordSettings::default(),
+            roles: RoleSettings::default(),
+            bootstrap: BootstrapSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("keys") }
+    }
+}
+
+impl Default for RoleSettings {
+    fn default() -> Self {
+        Self { file: PathBuf::from(DEFAULT_ROLES_FILE) }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Auto }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            body_limit_bytes: 64 * 1024,
+            token_body_limit_bytes: 16 * 1024,
+            shutdown_grace_secs: 25,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 10,
+            acquire_timeout_ms: 2_000,
+            statement_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: "one-core".into(),
+            access_ttl_secs: 300,
+            refresh_ttl_secs: 28_800,
+            refresh_family_ttl_secs: 86_400,
+            leeway_secs: 5,
+            jwks_max_age_secs: 300,
+        }
+    }
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            min_chars: 15,
+            max_bytes: 1024,
+            hashing_threads: 0,
+            queue_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A setting that cannot be used, named as the operator wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { setting: setting.to_owned(), reason: reason.into() }
+}
+
+/// The variable that overrides a setting, for error messages.
+fn variable_for(setting: &str) -> Option<&'static str> {
+    ENVIRONMENT.iter().find(|(_, key)| *key == setting).map(|(var, _)| *var)
+}
+
+fn named(setting: &str) -> String {
+    match variable_for(setting) {
+        Some(var) => format!("`{setting}` ({var})"),
+        None => format!("`{setting}`"),
+    }
+}
+
+impl Settings {
+    /// Defaults, then the settings file, then the environment.
+    pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match env("STS_CONFIG") {
+            Some(path) => (PathBuf::from(path), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(&path));
+        } else if explicit {
+            return Err(invalid("STS_CONFIG", format!("file {} does not exist", path.display())));
+        }
+        for (var, key) in ENVIRONMENT {
+            let Some(value) = env(var) else { continue };
+            if key.ends_with("_secs") {
+                let number: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(&named(key), format!("`{value}` is not a whole number")))?;
+                figment = figment.merge((key, number));
+            } else {
+                figment = figment.merge((key, value));
+            }
+        }
+        figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let setting = if key.is_empty() { path.display().to_string() } else { named(&key) };
+            invalid(&setting, e.kind.to_string())
+        })
+    }
+
+    /// Checks every value and derives the typed configuration the app runs on.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| invalid(&named("server.listen"), "expected HOST:PORT, e.g. 127.0.0.1:8080"))?;
+        let database = DatabaseUrl::parse(self.database.url.as_deref())
+            .map_err(|reason| invalid(&named("database.url"), reason))?;
+        let issuer = match &self.tokens.issuer {
+            Some(issuer) => {
+                url::Url::parse(issuer)
+                    .map_err(|_| invalid(&named("tokens.issuer"), "must be an absolute URL"))?;
+                issuer.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{listen}"),
+        };
+        if self.tokens.audience.trim().is_empty() {
+            return Err(invalid(&named("tokens.audience"), "must not be empty"));
+        }
+        let positive = [
+            ("tokens.access_ttl_secs", self.tokens.access_ttl_secs),
+            ("tokens.refresh_ttl_secs", self.tokens.refresh_ttl_secs),
+            ("tokens.refresh_family_ttl_secs", self.tokens.refresh_family_ttl_secs),
+            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
+            ("server.token_body_limit_bytes", self.server.token_body_limit_bytes as u64),
+            ("database.pool_size", u64::from(self.database.pool_size)),
+            ("database.acquire_timeout_ms", self.database.acquire_timeout_ms),
+            ("passwords.max_bytes", self.passwords.max_bytes as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(&named(key), "must be greater than 0"));
+        }
+        if self.tokens.leeway_secs > 60 {
+            return Err(invalid(&named("tokens.leeway_secs"), "at most 60 seconds (RFC 7519 §4.1.4)"));
+        }
+        let argon2 = argon2::Params::new(
+            self.passwords.memory_kib,
+            self.passwords.iterations,
+            self.passwords.parallelism,
+            None,
+        )
+        .map_err(|e| invalid("`passwords.memory_kib/iterations/parallelism`", e.to_string()))?;
+        let roles = self.load_roles()?;
+        if let Some(name) = &self.bootstrap.admin_username {
+            crate::domain::names::username(name)
+                .map_err(|e| invalid(&named("bootstrap.admin_username"), e.to_string()))?;
+            if self.bootstrap.admin_password.is_none() {
+                return Err(invalid(
+                    &named("bootstrap.admin_password"),
+                    "must be set together with the bootstrap admin username",
+                ));
+            }
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Config {
+            listen,
+            workers: if self.server.workers == 0 { cores } else { self.server.workers },
+            database,
+            issuer,
+            argon2,
+            hashing_threads: if self.passwords.hashing_threads == 0 {
+                cores
+            } else {
+                self.passwords.hashing_threads
+            },
+            roles,
+            settings: self,
+        })
+    }
+
+    fn load_roles(&self) -> Result<RoleCatalog, ConfigError> {
+        let file = &self.roles.file;
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(_) if file == Path::new(DEFAULT_ROLES_FILE) => DEFAULT_ROLES.to_owned(),
+            Err(e) => return Err(invalid(&named("roles.file"), format!("{}: {e}", file.display()))),
+        };
+        RoleCatalog::from_toml(&text, vocabulary(CORE_PERMISSIONS))
+            .map_err(|e| invalid(&named("roles.file"), e.to_string()))
+    }
+}
+
+/// The validated configuration the application runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub database: DatabaseUrl,
+    /// `iss` of every token, without a trailing slash.
+    pub issuer: String,
+    pub argon2: argon2::Params,
+    pub hashing_threads: usize,
+    pub roles: RoleCatalog,
+    pub settings: Settings,
+}
+
+impl Config {
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.tokens.access_ttl_secs)
+    }
+
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.settings.tokens.leeway_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::load(&|k| vars.get(k).cloned())?.resolve()
+    }
+
+    #[test]
+    fn defaults_select_sqlite_and_derive_the_issuer_from_the_listen_address() {
+        let config = load(&[]).map_err(|e| e.to_string());
+        let Ok(config) = config else { panic!("{config:?}") };
+        assert_eq!(config.database, DatabaseUrl::Sqlite(PathBuf::from("data/sts.db")));
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.settings.tokens.access_ttl_secs, 300);
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let config = load(&[
+            ("DATABASE_URL", "postgres://u:p@db/sts"),
+            ("STS_ACCESS_TOKEN_TTL", "120"),
+            ("STS_LISTEN", "0.0.0.0:9000"),
+        ]);
+        let Ok(config) = config else { panic!("{config:?}") };
+        assert!(config.database.is_postgres());
+        assert_eq!(config.settings.tokens.access_ttl_secs, 120);
+        assert_eq!(config.issuer, "http://0.0.0.0:9000");
+    }
+
+    #[test]
+    fn a_bad_setting_is_named_with_its_variable() {
+        let err = load(&[("STS_ACCESS_TOKEN_TTL", "five")]).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid setting `tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL): `five` is not a whole number")
+        );
+        let err = load(&[("DATABASE_URL", "mysql://x")]).err().map(|e| e.setting);
+        assert_eq!(err.as_deref(), Some("`database.url` (DATABASE_URL)"));
+        let err = load(&[("STS_ACCESS_TOKEN_TTL", "0")]).err().map(|e| e.setting);
+        assert_eq!(err.as_deref(), Some("`tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL)"));
+    }
+
+    #[test]
+    fn a_missing_explicit_config_file_is_an_error() {
+        assert!(load(&[("STS_CONFIG", "/nonexistent.toml")]).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! `grant_type=client_credentials`: a technical user's id and secret for an
+//! access token. Never a refresh token (RFC 6749 §4.4.3): it can always
+//! authenticate again.
+
+use diesel::Connection;
+use uuid::Uuid;
+
+use super::{Issued, Mint, TECHNICAL_KIND, authorise};
+use crate::secret::Secret;
+use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
+use crate::service::{Context, GrantError};
+use crate::store::types::DbUuid;
+use crate::store::users;
+use crate::tokens::opaque;
+
+const ACTION: &str = "token.client_credentials";
+
+/// Longest client secret worth hashing; ours are 43 characters.
+const MAX_SECRET_BYTES: usize = 256;
+
+pub async fn client_credentials(
+    ctx: &Context,
+    meta: &RequestMeta,
+    client_id: String,
+    secret: Secret,
+    basic: bool,
+    organisation: Option<Uuid>,
+) -> Result<Issued, GrantError> {
+    let ctx2 = ctx.clone();
+    let meta = meta.clone();
+    let outcome = ctx
+        .store
+        .run(move |conn| {
+            conn.transaction::<_, GrantError, _>(|conn| {
+                let now = ctx2.now();
+                let id = Uuid::parse_str(client_id.trim()).ok();
+                let user = match id {
+                    Some(id) => users::find(conn, DbUuid(id))?,
+                    None => None,
+                };
+                let authenticated = user.as_ref().is_some_and(|u| {
+                    u.kind == TECHNICAL_KIND
+                        && secret.expose().len() <= MAX_SECRET_BYTES
+                        && u.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
+                });
+                let fail = |conn: &mut _, reason: &str, client: bool| -> Result<_, GrantError> {
+                    let event = AuditEvent::new(ACTION, Outcome::Failure)
+                        .subject(id.map_or_else(|| client_id.clone(), |i| i.to_string()))
+                        .organisation(organisation)
+                        .reason(reason);
+                    audit::record(conn, now, &meta, event)?;
+                    Ok(Err((client, reason.to_owned())))
+                };
+                let Some(id) = id.filter(|_| authenticated) else {
+                    return fail(conn, "invalid client credentials", true);
+                };
+                let authorised = match authorise(conn, &ctx2.config.roles, id, organisation)? {
+                    Ok(a) => a,
+                    Err(reason) => return fail(conn, &reason, false),
+                };
+                let (access_token, expires_in) =
+                    Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
+                let event = AuditEvent::new(ACTION, Outcome::Success).subject(id).organisation(organisation);
+                audit::record(conn, now, &meta, event)?;
+                Ok(Ok(Issued {
+                    access_token,
+                    expires_in,
+                    refresh_token: None,
+                    organisation_id: organisation,
+                    issued_token_type: None,
+                }))
+            })
+        })
+        .await?;
+    outcome.map_err(|(client, reason)| {
+        if client { GrantError::InvalidClient { basic } } else { GrantError::InvalidGrant(reason) }
+    })
+}

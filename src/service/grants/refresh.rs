@@ -1,0 +1,167 @@
+//! `grant_type=refresh_token` and revocation (RFC 7009). A refresh token is
+//! used once: each use rotates it within its family; presenting a used one
+//! revokes the whole family (RFC 9700 §4.14), committed even though the
+//! request fails.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::Connection;
+use uuid::Uuid;
+
+use super::{Issued, Mint, authorise};
+use crate::config::Config;
+use crate::secret::Secret;
+use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
+use crate::service::{Context, GrantError};
+use crate::store::AnyConnection;
+use crate::store::refresh_tokens::{self, RefreshTokenRow};
+use crate::store::types::{DbTime, DbUuid};
+use crate::tokens::opaque;
+
+const ACTION: &str = "token.refresh";
+
+fn secs(value: u64) -> Duration {
+    Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// Stores a new token of `family` and returns the secret, shown only now.
+fn store_token(
+    conn: &mut AnyConnection,
+    config: &Config,
+    now: DateTime<Utc>,
+    family: (Uuid, DateTime<Utc>),
+    user: Uuid,
+    organisation: Option<Uuid>,
+) -> Result<Secret, GrantError> {
+    let secret = opaque::generate().map_err(|_| GrantError::Internal(anyhow::anyhow!("no randomness")))?;
+    let (family_id, family_expires_at) = family;
+    let expires_at = (now + secs(config.settings.tokens.refresh_ttl_secs)).min(family_expires_at);
+    refresh_tokens::insert(
+        conn,
+        &RefreshTokenRow {
+            id: DbUuid(Uuid::new_v4()),
+            digest: opaque::digest(secret.expose()),
+            family_id: DbUuid(family_id),
+            user_id: DbUuid(user),
+            organisation_id: organisation.map(DbUuid),
+            issued_at: DbTime::from(now),
+            expires_at: DbTime::from(expires_at),
+            family_expires_at: DbTime::from(family_expires_at),
+            consumed_at: None,
+            revoked_at: None,
+        },
+    )?;
+    Ok(secret)
+}
+
+/// Starts a family (one per login) and returns its first token.
+pub(super) fn new_family(
+    conn: &mut AnyConnection,
+    config: &Config,
+    now: DateTime<Utc>,
+    user: Uuid,
+    organisation: Option<Uuid>,
+) -> Result<Secret, GrantError> {
+    let family = (Uuid::new_v4(), now + secs(config.settings.tokens.refresh_family_ttl_secs));
+    store_token(conn, config, now, family, user, organisation)
+}
+
+pub async fn refresh(
+    ctx: &Context,
+    meta: &RequestMeta,
+    presented: Secret,
+    requested_organisation: Option<Uuid>,
+) -> Result<Issued, GrantError> {
+    let ctx2 = ctx.clone();
+    let meta = meta.clone();
+    let digest = opaque::digest(presented.expose());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, GrantError, _>(|conn| {
+                let now = ctx2.now();
+                let record = |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
+                    let mut event = AuditEvent::new(ACTION, outcome)
+                        .organisation(requested_organisation.or(row.and_then(|r| r.organisation_id.map(|o| o.0))));
+                    if let Some(row) = row {
+                        event = event.subject(row.user_id.0).target(row.family_id.0);
+                    }
+                    if let Some(reason) = reason {
+                        event = event.reason(reason);
+                    }
+                    audit::record(conn, now, &meta, event)
+                };
+                let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? else {
+                    record(conn, Outcome::Failure, None, Some("unknown refresh token"))?;
+                    return Ok(Err("unknown refresh token".to_owned()));
+                };
+                if row.revoked_at.is_some() {
+                    record(conn, Outcome::Failure, Some(&row), Some("revoked refresh token"))?;
+                    return Ok(Err("revoked refresh token".into()));
+                }
+                if row.expires_at.0 <= now || row.family_expires_at.0 <= now {
+                    record(conn, Outcome::Failure, Some(&row), Some("expired refresh token"))?;
+                    return Ok(Err("expired refresh token".into()));
+                }
+                let replay = |conn: &mut AnyConnection, row: &RefreshTokenRow| {
+                    refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now))?;
+                    let reason = "refresh token reused: family revoked";
+                    record(conn, Outcome::Denied, Some(row), Some(reason))?;
+                    Ok(Err(reason.to_owned()))
+                };
+                if row.consumed_at.is_some() {
+                    return replay(conn, &row);
+                }
+                let organisation = requested_organisation.or(row.organisation_id.map(|o| o.0));
+                let authorised = match authorise(conn, &ctx2.config.roles, row.user_id.0, organisation)? {
+                    Ok(a) => a,
+                    Err(reason) => {
+                        record(conn, Outcome::Failure, Some(&row), Some(&reason))?;
+                        return Ok(Err(reason));
+                    }
+                };
+                // The conditional update decides the race: one winner, and
+                // every other use of this token is a replay.
+                if !refresh_tokens::consume(conn, row.id, DbTime::from(now))? {
+                    return replay(conn, &row);
+                }
+                let user = row.user_id.0;
+                let family = (row.family_id.0, row.family_expires_at.0);
+                let refresh_token = store_token(conn, &ctx2.config, now, family, user, organisation)?;
+                let (access_token, expires_in) =
+                    Mint::new(&ctx2, now).sign(user, organisation, &authorised.permissions, None, None)?;
+                record(conn, Outcome::Success, Some(&row), None)?;
+                Ok(Ok(Issued {
+                    access_token,
+                    expires_in,
+                    refresh_token: Some(refresh_token),
+                    organisation_id: organisation,
+                    issued_token_type: None,
+                }))
+            })
+        })
+        .await?
+        .map_err(GrantError::InvalidGrant)
+}
+
+/// RFC 7009: revoking a refresh token ends its family. Unknown tokens are
+/// not an error (the answer must not reveal which tokens exist).
+pub async fn revoke(ctx: &Context, meta: &RequestMeta, presented: Secret) -> Result<(), GrantError> {
+    let ctx2 = ctx.clone();
+    let meta = meta.clone();
+    let digest = opaque::digest(presented.expose());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, GrantError, _>(|conn| {
+                let now = ctx2.now();
+                if let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? {
+                    refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now))?;
+                    let event = AuditEvent::new("token.revoke", Outcome::Success)
+                        .subject(row.user_id.0)
+                        .target(row.family_id.0)
+                        .organisation(row.organisation_id.map(|o| o.0));
+                    audit::record(conn, now, &meta, event)?;
+                }
+                Ok::<_, GrantError>(())
+            })
+        })
+        .await
+}

@@ -1,0 +1,77 @@
+//! Memberships: which users may obtain tokens for an organisation.
+
+use diesel::Connection;
+use uuid::Uuid;
+
+use super::audit::{self, AuditEvent, Outcome, RequestMeta};
+use super::organisations::Caller;
+use super::users::UserView;
+use super::{Context, ServiceError};
+use crate::store::types::{DbTime, DbUuid};
+use crate::store::{memberships, organisations, refresh_tokens, users};
+
+fn event(action: &'static str, caller: Caller, organisation: Uuid, user: Uuid) -> AuditEvent {
+    AuditEvent::new(action, Outcome::Success)
+        .subject(caller.sub)
+        .actor(caller.actor)
+        .organisation(Some(organisation))
+        .target(user)
+}
+
+pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, ServiceError> {
+    ctx.store
+        .run(move |conn| {
+            if !organisations::exists(conn, DbUuid(organisation))? {
+                return Err(ServiceError::NotFound("organisation"));
+            }
+            Ok(memberships::members_of(conn, DbUuid(organisation))?.into_iter().map(UserView::from).collect())
+        })
+        .await
+}
+
+/// Idempotent: adding a member twice is not an error. A deactivated
+/// organisation takes no new members (409).
+pub async fn add(ctx: &Context, meta: &RequestMeta, caller: Caller, organisation: Uuid, user: Uuid) -> Result<(), ServiceError> {
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
+                if users::find(conn, DbUuid(user))?.is_none() {
+                    return Err(ServiceError::NotFound("user"));
+                }
+                if org.deactivated_at.is_some() {
+                    return Err(ServiceError::Conflict("the organisation is deactivated".into()));
+                }
+                if memberships::is_member(conn, org.id, DbUuid(user))? {
+                    return Ok(());
+                }
+                memberships::insert(conn, org.id, DbUuid(user), now)?;
+                audit::record(conn, now.0, &meta, event("membership.add", caller, organisation, user))?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// Removes a member and ends their refresh tokens for this organisation.
+pub async fn remove(ctx: &Context, meta: &RequestMeta, caller: Caller, organisation: Uuid, user: Uuid) -> Result<(), ServiceError> {
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                if !organisations::exists(conn, DbUuid(organisation))? {
+                    return Err(ServiceError::NotFound("organisation"));
+                }
+                if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
+                    return Err(ServiceError::NotFound("member"));
+                }
+                refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
+                audit::record(conn, now.0, &meta, event("membership.remove", caller, organisation, user))?;
+                Ok(())
+            })
+        })
+        .await
+}

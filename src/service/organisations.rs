@@ -1,0 +1,231 @@
+//! Organisation lifecycle: create, list, read, edit (rename, roles,
+//! deactivate/reactivate), delete, and the permission explanation.
+
+use chrono::{DateTime, Utc};
+use diesel::Connection;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::audit::{self, AuditEvent, Outcome, RequestMeta};
+use super::grants::ceiling_of;
+use super::{Context, ServiceError};
+use crate::domain::names;
+use crate::domain::permissions::explain;
+use crate::domain::OrganisationRole;
+use crate::store::organisations::{self as rows, ListQuery, OrganisationRow};
+use crate::store::types::{DbNames, DbTime, DbUuid};
+use crate::store::{memberships, users};
+
+/// Who performs an admin action: the token's `sub`, and `act.sub` if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub sub: Uuid,
+    pub actor: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganisationView {
+    pub id: Uuid,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub status: &'static str,
+    pub created_date: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<DateTime<Utc>>,
+}
+
+impl From<OrganisationRow> for OrganisationView {
+    fn from(row: OrganisationRow) -> Self {
+        Self {
+            id: row.id.0,
+            name: row.name,
+            roles: row.roles.0,
+            status: if row.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
+            created_date: row.created_at.0,
+            last_modified: row.last_modified.0,
+            deactivated_at: row.deactivated_at.map(|t| t.0),
+        }
+    }
+}
+
+/// Sorted, deduplicated, non-empty role names.
+fn role_names(roles: &[OrganisationRole]) -> Result<Vec<String>, ServiceError> {
+    if roles.is_empty() {
+        return Err(ServiceError::Invalid("roles must name at least one organisation role".into()));
+    }
+    let mut sorted = roles.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    Ok(sorted.iter().map(|r| r.as_str().to_owned()).collect())
+}
+
+fn event(action: &'static str, caller: Caller, id: Uuid) -> AuditEvent {
+    AuditEvent::new(action, Outcome::Success).subject(caller.sub).actor(caller.actor).organisation(Some(id)).target(id)
+}
+
+pub async fn create(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    name: &str,
+    roles: &[OrganisationRole],
+    id: Option<Uuid>,
+) -> Result<Uuid, ServiceError> {
+    let name = names::organisation_name(name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+    let roles = role_names(roles)?;
+    let id = id.unwrap_or_else(Uuid::new_v4);
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                if rows::exists(conn, DbUuid(id))? {
+                    return Err(ServiceError::Conflict("an organisation with this id exists".into()));
+                }
+                if rows::name_taken(conn, &name.key, None)? {
+                    return Err(ServiceError::Conflict("an organisation with this name exists".into()));
+                }
+                let row = OrganisationRow {
+                    id: DbUuid(id),
+                    name: name.display.clone(),
+                    name_key: name.key.clone(),
+                    roles: DbNames(roles.clone()),
+                    created_at: now,
+                    last_modified: now,
+                    deactivated_at: None,
+                };
+                // A concurrent create of the same name loses on the unique
+                // index, which the store reports as a conflict.
+                rows::insert(conn, &row)?;
+                audit::record(conn, now.0, &meta, event("organisation.create", caller, id))?;
+                Ok(id)
+            })
+        })
+        .await
+}
+
+pub async fn get(ctx: &Context, id: Uuid) -> Result<OrganisationView, ServiceError> {
+    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    row.map(Into::into).ok_or(ServiceError::NotFound("organisation"))
+}
+
+pub async fn list(ctx: &Context, query: ListQuery) -> Result<(Vec<OrganisationView>, i64), ServiceError> {
+    let (rows, total) = ctx.store.run(move |conn| rows::list(conn, &query).map_err(ServiceError::from)).await?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub name: Option<String>,
+    pub roles: Option<Vec<OrganisationRole>>,
+    pub deactivate: Option<bool>,
+}
+
+pub async fn update(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    id: Uuid,
+    changes: Changes,
+) -> Result<(), ServiceError> {
+    let name = changes
+        .name
+        .as_deref()
+        .map(names::organisation_name)
+        .transpose()
+        .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+    let roles = changes.roles.as_deref().map(role_names).transpose()?;
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
+                let mut what = Vec::new();
+                if let Some(name) = name {
+                    if rows::name_taken(conn, &name.key, Some(row.id))? {
+                        return Err(ServiceError::Conflict("an organisation with this name exists".into()));
+                    }
+                    row.name = name.display;
+                    row.name_key = name.key;
+                    what.push("name");
+                }
+                if let Some(roles) = roles {
+                    row.roles = DbNames(roles);
+                    what.push("roles");
+                }
+                match changes.deactivate {
+                    Some(true) if row.deactivated_at.is_none() => {
+                        row.deactivated_at = Some(now);
+                        what.push("deactivated");
+                    }
+                    Some(false) if row.deactivated_at.is_some() => {
+                        row.deactivated_at = None;
+                        what.push("reactivated");
+                    }
+                    _ => {}
+                }
+                row.last_modified = now;
+                rows::update(conn, &row)?;
+                let event = event("organisation.update", caller, id).reason(what.join(","));
+                audit::record(conn, now.0, &meta, event)?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = ctx2.now();
+                // Memberships and refresh tokens go with it (ON DELETE CASCADE);
+                // the audit log has no foreign key and stays.
+                if !rows::delete(conn, DbUuid(id))? {
+                    return Err(ServiceError::NotFound("organisation"));
+                }
+                audit::record(conn, now, &meta, event("organisation.delete", caller, id))?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainView {
+    pub user_permissions: Vec<String>,
+    pub ceiling: Vec<String>,
+    pub granted: Vec<String>,
+    pub removed_by_ceiling: Vec<String>,
+}
+
+/// Why a member's token holds what it holds.
+pub async fn explain_member(ctx: &Context, id: Uuid, user: Uuid) -> Result<ExplainView, ServiceError> {
+    let ctx2 = ctx.clone();
+    ctx.store
+        .run(move |conn| {
+            let org = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
+            let user = users::find(conn, DbUuid(user))?.ok_or(ServiceError::NotFound("user"))?;
+            if !memberships::is_member(conn, org.id, user.id)? {
+                return Err(ServiceError::NotFound("member"));
+            }
+            let roles = &ctx2.config.roles;
+            let why = explain(&roles.user_permissions(&user.system_roles.0), &ceiling_of(roles, &org.roles.0));
+            let mut granted = why.granted.to_vec();
+            if org.deactivated_at.is_some() || user.disabled_at.is_some() {
+                granted.clear();
+            }
+            Ok(ExplainView {
+                user_permissions: why.user_permissions.to_vec(),
+                ceiling: why.ceiling.to_vec(),
+                granted,
+                removed_by_ceiling: why.removed_by_ceiling.to_vec(),
+            })
+        })
+        .await
+}

@@ -1,0 +1,313 @@
+//! Users and technical users: create, list, read, edit, delete, rotate a
+//! technical user's secret, and the bootstrap admin.
+
+use chrono::{DateTime, Utc};
+use diesel::Connection;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::audit::{self, AuditEvent, Outcome, RequestMeta};
+use super::grants::{TECHNICAL_KIND, USER_KIND, ceiling_of};
+use super::organisations::Caller;
+use super::{Context, ServiceError};
+use crate::domain::permissions::organisation_token_permissions;
+use crate::domain::roles::validate_system_roles;
+use crate::domain::{PermissionSet, names};
+use crate::secret::Secret;
+use crate::store::types::{DbNames, DbTime, DbUuid};
+use crate::store::users::{self as rows, UserRow};
+use crate::store::{memberships, refresh_tokens};
+use crate::tokens::opaque;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: Uuid,
+    pub username: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub system_roles: Vec<String>,
+    pub disabled: bool,
+    pub created_date: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserView {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id.0,
+            username: row.username,
+            kind: row.kind,
+            system_roles: row.system_roles.0,
+            disabled: row.disabled_at.is_some(),
+            created_date: row.created_at.0,
+            last_modified: row.last_modified.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    User,
+    Technical,
+}
+
+#[derive(Debug)]
+pub struct NewUser {
+    pub username: String,
+    pub kind: Kind,
+    pub password: Option<Secret>,
+    pub system_roles: Vec<String>,
+}
+
+/// The created user's id, and a technical user's secret (shown only now).
+#[derive(Debug)]
+pub struct Created {
+    pub id: Uuid,
+    pub client_secret: Option<Secret>,
+}
+
+fn event(action: &'static str, caller: Option<Caller>, target: Uuid) -> AuditEvent {
+    let event = AuditEvent::new(action, Outcome::Success).target(target);
+    match caller {
+        Some(caller) => event.subject(caller.sub).actor(caller.actor),
+        None => event.subject("system"),
+    }
+}
+
+fn new_secret() -> Result<Secret, ServiceError> {
+    opaque::generate().map_err(|_| ServiceError::Internal(anyhow::anyhow!("no randomness")))
+}
+
+pub async fn create(ctx: &Context, meta: &RequestMeta, caller: Option<Caller>, new: NewUser) -> Result<Created, ServiceError> {
+    let name = names::username(&new.username).map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
+    let system_roles = validate_system_roles(&ctx.config.roles, &new.system_roles).map_err(ServiceError::Invalid)?;
+    let (password_hash, secret_digest, client_secret) = match (new.kind, &new.password) {
+        (Kind::User, Some(password)) => {
+            ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
+            (Some(ctx.passwords.hash(password).await?), None, None)
+        }
+        (Kind::User, None) => return Err(ServiceError::Invalid("a user needs a password".into())),
+        (Kind::Technical, None) => {
+            let secret = new_secret()?;
+            (None, Some(opaque::digest(secret.expose())), Some(secret))
+        }
+        (Kind::Technical, Some(_)) => {
+            return Err(ServiceError::Invalid("a technical user gets a generated secret, not a password".into()));
+        }
+    };
+    let id = Uuid::new_v4();
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                if rows::find_by_username(conn, &name.key)?.is_some() {
+                    return Err(ServiceError::Conflict("a user with this username exists".into()));
+                }
+                let row = UserRow {
+                    id: DbUuid(id),
+                    username: name.display.clone(),
+                    username_key: name.key.clone(),
+                    kind: if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND }.to_owned(),
+                    password_hash: password_hash.clone(),
+                    secret_digest: secret_digest.clone(),
+                    system_roles: DbNames(system_roles.clone()),
+                    created_at: now,
+                    last_modified: now,
+                    disabled_at: None,
+                };
+                rows::insert(conn, &row)?;
+                audit::record(conn, now.0, &meta, event("user.create", caller, id))?;
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(Created { id, client_secret })
+}
+
+pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
+    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    row.map(Into::into).ok_or(ServiceError::NotFound("user"))
+}
+
+pub async fn list(ctx: &Context, page: i64, page_size: i64) -> Result<(Vec<UserView>, i64), ServiceError> {
+    let (rows, total) = ctx.store.run(move |conn| rows::list(conn, page, page_size).map_err(ServiceError::from)).await?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub system_roles: Option<Vec<String>>,
+    pub password: Option<Secret>,
+    pub disabled: Option<bool>,
+}
+
+/// Edits a user. A new password or disabling ends every refresh token of
+/// the user at once: both are security events.
+pub async fn update(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid, changes: UserChanges) -> Result<(), ServiceError> {
+    let roles = changes
+        .system_roles
+        .as_deref()
+        .map(|r| validate_system_roles(&ctx.config.roles, r))
+        .transpose()
+        .map_err(ServiceError::Invalid)?;
+    let hash = match &changes.password {
+        Some(password) => {
+            ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
+            Some(ctx.passwords.hash(password).await?)
+        }
+        None => None,
+    };
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                let mut revoke = false;
+                if let Some(hash) = hash {
+                    if row.kind != USER_KIND {
+                        return Err(ServiceError::Invalid("a technical user has no password".into()));
+                    }
+                    row.password_hash = Some(hash);
+                    revoke = true;
+                }
+                if let Some(roles) = roles {
+                    row.system_roles = DbNames(roles);
+                }
+                match changes.disabled {
+                    Some(true) if row.disabled_at.is_none() => {
+                        row.disabled_at = Some(now);
+                        revoke = true;
+                    }
+                    Some(false) => row.disabled_at = None,
+                    _ => {}
+                }
+                row.last_modified = now;
+                rows::update(conn, &row)?;
+                if revoke {
+                    refresh_tokens::revoke_user(conn, row.id, now)?;
+                }
+                audit::record(conn, now.0, &meta, event("user.update", Some(caller), id))?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = ctx2.now();
+                if !rows::delete(conn, DbUuid(id))? {
+                    return Err(ServiceError::NotFound("user"));
+                }
+                audit::record(conn, now, &meta, event("user.delete", Some(caller), id))?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// Issues a new secret for a technical user; the old one stops working.
+pub async fn rotate_secret(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<Secret, ServiceError> {
+    let secret = new_secret()?;
+    let digest = opaque::digest(secret.expose());
+    let (ctx2, meta) = (ctx.clone(), meta.clone());
+    ctx.store
+        .run(move |conn| {
+            conn.transaction::<_, ServiceError, _>(|conn| {
+                let now = DbTime::from(ctx2.now());
+                let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                if row.kind != TECHNICAL_KIND {
+                    return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
+                }
+                row.secret_digest = Some(digest.clone());
+                row.last_modified = now;
+                rows::update(conn, &row)?;
+                audit::record(conn, now.0, &meta, event("user.secret_rotate", Some(caller), id))?;
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(secret)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MeOrganisation {
+    pub id: Uuid,
+    pub name: String,
+    pub status: &'static str,
+    pub permissions: PermissionSet,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeView {
+    #[serde(flatten)]
+    pub user: UserView,
+    pub organisations: Vec<MeOrganisation>,
+}
+
+/// The caller, and for each organisation they belong to what a token for it
+/// would hold (nothing while it is deactivated).
+pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
+    let ctx2 = ctx.clone();
+    ctx.store
+        .run(move |conn| {
+            let user = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+            let roles = &ctx2.config.roles;
+            let granted = roles.user_permissions(&user.system_roles.0);
+            let active = user.disabled_at.is_none();
+            let organisations = memberships::organisations_of(conn, user.id)?
+                .into_iter()
+                .map(|org| {
+                    let usable = active && org.deactivated_at.is_none();
+                    MeOrganisation {
+                        id: org.id.0,
+                        status: if org.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
+                        permissions: if usable {
+                            organisation_token_permissions(&granted, &ceiling_of(roles, &org.roles.0))
+                        } else {
+                            PermissionSet::new()
+                        },
+                        name: org.name,
+                    }
+                })
+                .collect();
+            Ok(MeView { user: user.into(), organisations })
+        })
+        .await
+}
+
+/// At start: the bootstrap admin from the settings, or — with no settings and
+/// no users at all — `admin` with a random password, returned to be printed once.
+pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, ServiceError> {
+    let settings = ctx.config.settings.bootstrap.clone();
+    let (username, password, generated) = match (settings.admin_username, settings.admin_password) {
+        (Some(username), Some(password)) => (username, password, false),
+        _ => {
+            let count = ctx.store.run(|conn| rows::count(conn).map_err(ServiceError::from)).await?;
+            if count > 0 {
+                return Ok(None);
+            }
+            ("admin".to_owned(), new_secret()?, true)
+        }
+    };
+    let key = username.trim().to_lowercase();
+    let exists = ctx.store.run(move |conn| rows::find_by_username(conn, &key).map_err(ServiceError::from)).await?;
+    if exists.is_some() {
+        return Ok(None);
+    }
+    let new = NewUser {
+        username: username.clone(),
+        kind: Kind::User,
+        password: Some(password.clone()),
+        system_roles: vec![crate::domain::roles::ADMIN_ROLE.to_owned()],
+    };
+    create(ctx, &RequestMeta::default(), None, new).await?;
+    Ok(generated.then_some((username, password)))
+}

@@ -1,0 +1,157 @@
+//! diesel storage: the connection enum and pool, embedded migrations, and one
+//! file of queries per table. Never imports actix. Queries take a
+//! `&mut AnyConnection`; transactions are opened by the service layer.
+
+pub mod audit;
+pub mod connection;
+pub mod memberships;
+pub mod migrations;
+pub mod organisations;
+pub mod refresh_tokens;
+pub mod schema;
+pub mod types;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+pub use connection::{AnyConnection, ConnectionSettings, DatabaseUrl};
+
+pub type Pool = r2d2::Pool<connection::Manager>;
+
+/// What can go wrong below the service layer, reduced to what callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, the pool is exhausted or a statement
+    /// timed out: worth retrying later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint refused the write.
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("database error")]
+    Query(#[source] DieselError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                Self::Conflict(info.constraint_name().unwrap_or(info.message()).to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | DieselError::BrokenTransactionManager => Self::Unavailable(error.to_string()),
+            DieselError::DatabaseError(_, info) if is_transient(info.message()) => {
+                Self::Unavailable(error.to_string())
+            }
+            _ => Self::Query(error),
+        }
+    }
+}
+
+/// Messages of errors that say "try again later" rather than "this is wrong":
+/// PostgreSQL's statement timeout and lost connections, SQLite's lock timeout.
+fn is_transient(message: &str) -> bool {
+    const TRANSIENT: [&str; 6] = [
+        "statement timeout",
+        "database is locked",
+        "server closed the connection",
+        "terminating connection",
+        "connection to server",
+        "no connection to the server",
+    ];
+    TRANSIENT.iter().any(|t| message.contains(t))
+}
+
+/// The pool plus the one way to use it from async code.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    url: DatabaseUrl,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_size: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Store {
+    /// Builds the pool without connecting: the caller has already proven the
+    /// database reachable by migrating it, and later outages must not stop
+    /// the process (readiness reports them instead).
+    pub fn new(settings: ConnectionSettings, pool: &PoolSettings) -> Self {
+        let url = settings.url.clone();
+        // SQLite has one writer; a single connection serialises writes in the
+        // pool instead of in SQLite's busy handler, where a deferred
+        // transaction that upgrades to a write can fail without waiting.
+        let max_size = if url.is_postgres() { pool.max_size } else { 1 };
+        let pool = r2d2::Pool::builder()
+            .max_size(max_size)
+            .min_idle(Some(0))
+            .connection_timeout(pool.acquire_timeout)
+            .test_on_check_out(true)
+            .error_handler(Box::new(TracingErrorHandler))
+            .build_unchecked(connection::Manager(settings));
+        Self { pool, url }
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// Runs blocking database work off the async workers, on tokio's blocking
+    /// pool, keeping the caller's tracing span (and so its request id).
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        let joined = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let mut conn = pool
+                    .get()
+                    .map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
+                work(&mut conn)
+            })
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            Err(join_error) => Err(E::from(StoreError::Unavailable(format!(
+                "database task ended abnormally: {join_error}"
+            )))),
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        use diesel::r2d2::R2D2Connection;
+        self.run(|conn| conn.ping().map_err(StoreError::from)).await
+    }
+
+    /// Connections currently open and idle (for leak checks and metrics).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
+    }
+}
+
+#[derive(Debug)]
+struct TracingErrorHandler;
+
+impl r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::warn!(error = %error, "database connection failed");
+    }
+}

@@ -1,0 +1,126 @@
+//! Queries on `organisations`.
+
+use diesel::prelude::*;
+
+use super::AnyConnection;
+use super::schema::organisations;
+use super::types::{DbNames, DbTime, DbUuid};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = organisations)]
+pub struct OrganisationRow {
+    pub id: DbUuid,
+    pub name: String,
+    pub name_key: String,
+    pub roles: DbNames,
+    pub created_at: DbTime,
+    pub last_modified: DbTime,
+    pub deactivated_at: Option<DbTime>,
+}
+
+pub fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<()> {
+    diesel::insert_into(organisations::table).values(row).execute(conn).map(drop)
+}
+
+pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
+    organisations::table
+        .find(id)
+        .select(OrganisationRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(organisations::table.find(id))).get_result(conn)
+}
+
+pub fn name_taken(conn: &mut AnyConnection, name_key: &str, except: Option<DbUuid>) -> QueryResult<bool> {
+    let mut query = organisations::table.filter(organisations::name_key.eq(name_key)).into_boxed();
+    if let Some(id) = except {
+        query = query.filter(organisations::id.ne(id));
+    }
+    query.count().get_result::<i64>(conn).map(|n| n > 0)
+}
+
+/// Writes every mutable column; returns whether the row existed.
+pub fn update(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<bool> {
+    diesel::update(organisations::table.find(row.id))
+        .set((
+            organisations::name.eq(&row.name),
+            organisations::name_key.eq(&row.name_key),
+            organisations::roles.eq(&row.roles),
+            organisations::last_modified.eq(row.last_modified),
+            organisations::deactivated_at.eq(row.deactivated_at),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// Deletes the organisation; memberships and refresh tokens go with it
+/// (ON DELETE CASCADE). Returns whether it existed.
+pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    diesel::delete(organisations::table.find(id)).execute(conn).map(|n| n == 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Name,
+    CreatedDate,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub name_prefix: Option<String>,
+    pub deactivated: Option<bool>,
+    pub sort: SortBy,
+    pub descending: bool,
+    pub page: i64,
+    pub page_size: i64,
+}
+
+/// Escapes LIKE wildcards so a name filter is a plain prefix.
+pub fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// One page and the total count under the same filters.
+pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<OrganisationRow>, i64)> {
+    let filtered = || {
+        let mut query = organisations::table.into_boxed();
+        if let Some(prefix) = &q.name_prefix {
+            query = query.filter(organisations::name_key.like(like_prefix(&prefix.to_lowercase())).escape('\\'));
+        }
+        match q.deactivated {
+            Some(true) => query = query.filter(organisations::deactivated_at.is_not_null()),
+            Some(false) => query = query.filter(organisations::deactivated_at.is_null()),
+            None => {}
+        }
+        query
+    };
+    let total: i64 = filtered().count().get_result(conn)?;
+    let mut query = filtered();
+    query = match (q.sort, q.descending) {
+        (SortBy::Name, false) => query.order((organisations::name_key.asc(), organisations::id.asc())),
+        (SortBy::Name, true) => query.order((organisations::name_key.desc(), organisations::id.desc())),
+        (SortBy::CreatedDate, false) => {
+            query.order((organisations::created_at.asc(), organisations::id.asc()))
+        }
+        (SortBy::CreatedDate, true) => {
+            query.order((organisations::created_at.desc(), organisations::id.desc()))
+        }
+    };
+    let rows = query
+        .select(OrganisationRow::as_select())
+        .limit(q.page_size)
+        .offset(q.page * q.page_size)
+        .load(conn)?;
+    Ok((rows, total))
+}

@@ -1,0 +1,85 @@
+//! Queries on `users` (people and technical users).
+
+use diesel::prelude::*;
+
+use super::AnyConnection;
+use super::schema::users;
+use super::types::{DbNames, DbTime, DbUuid};
+
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: DbUuid,
+    pub username: String,
+    pub username_key: String,
+    pub kind: String,
+    pub password_hash: Option<String>,
+    pub secret_digest: Option<String>,
+    pub system_roles: DbNames,
+    pub created_at: DbTime,
+    pub last_modified: DbTime,
+    pub disabled_at: Option<DbTime>,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("kind", &self.kind)
+            .field("disabled_at", &self.disabled_at)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn insert(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<()> {
+    diesel::insert_into(users::table).values(row).execute(conn).map(drop)
+}
+
+pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
+    users::table.find(id).select(UserRow::as_select()).first(conn).optional()
+}
+
+pub fn find_by_username(conn: &mut AnyConnection, username_key: &str) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::username_key.eq(username_key))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    users::table.count().get_result(conn)
+}
+
+pub fn update(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<bool> {
+    diesel::update(users::table.find(row.id))
+        .set((
+            users::password_hash.eq(&row.password_hash),
+            users::secret_digest.eq(&row.secret_digest),
+            users::system_roles.eq(&row.system_roles),
+            users::last_modified.eq(row.last_modified),
+            users::disabled_at.eq(row.disabled_at),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+pub fn set_password_hash(conn: &mut AnyConnection, id: DbUuid, hash: &str) -> QueryResult<()> {
+    diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(conn).map(drop)
+}
+
+pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    diesel::delete(users::table.find(id)).execute(conn).map(|n| n == 1)
+}
+
+pub fn list(conn: &mut AnyConnection, page: i64, page_size: i64) -> QueryResult<(Vec<UserRow>, i64)> {
+    let total = users::table.count().get_result(conn)?;
+    let rows = users::table
+        .order((users::username_key.asc(), users::id.asc()))
+        .select(UserRow::as_select())
+        .limit(page_size)
+        .offset(page * page_size)
+        .load(conn)?;
+    Ok((rows, total))
+}

@@ -1,0 +1,251 @@
+//! Ed25519 signing keys: generated with ring, kept as PKCS#8 files (mode
+//! 0600) under the keys directory, identified by their RFC 7638 thumbprint,
+//! published as a pre-serialised JWKS. Private material is never printed.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::Serialize;
+
+use super::claims::{ACCESS_TOKEN_TYP, AccessClaims};
+
+const KEY_EXTENSION: &str = "pk8";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("key file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    LoosePermissions { path: PathBuf, mode: u32 },
+    #[error("key file {path} is not an Ed25519 PKCS#8 key")]
+    Invalid { path: PathBuf },
+    #[error("key generation failed")]
+    Generation,
+}
+
+/// One key: its id and public half in the clear, the private half only inside
+/// jsonwebtoken's encoding key.
+struct SigningKey {
+    kid: String,
+    x: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct Jwk<'a> {
+    kty: &'static str,
+    crv: &'static str,
+    x: &'a str,
+    kid: &'a str,
+    alg: &'static str,
+    #[serde(rename = "use")]
+    use_: &'static str,
+}
+
+#[derive(Serialize)]
+struct Jwks<'a> {
+    keys: Vec<Jwk<'a>>,
+}
+
+/// The keys this instance signs and verifies with, and the JWKS built once.
+#[derive(Debug)]
+pub struct KeyRing {
+    signer: usize,
+    keys: Vec<SigningKey>,
+    by_kid: HashMap<String, usize>,
+    jwks: Vec<u8>,
+    etag: String,
+}
+
+/// RFC 7638 thumbprint of an Ed25519 public key: SHA-256 over the required
+/// members in lexicographic order, base64url.
+pub fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
+}
+
+fn parse_key(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+        .map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
+    let public = pair.public_key().as_ref();
+    let x = URL_SAFE_NO_PAD.encode(public);
+    Ok(SigningKey {
+        kid: thumbprint(&x),
+        encoding: EncodingKey::from_ed_der(pkcs8),
+        decoding: DecodingKey::from_ed_der(public),
+        x,
+    })
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io { path: path.to_owned(), source }
+}
+
+/// Generates a key and writes it with mode 0600; returns its path.
+pub fn generate(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBuf, KeyError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let rng = SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generation)?;
+    let x = {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generation)?;
+        URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())
+    };
+    let kid = thumbprint(&x);
+    let path = dir.join(format!("{}-{}.{KEY_EXTENSION}", now.format("%Y%m%dT%H%M%SZ"), &kid[..12]));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    file.write_all(pkcs8.as_ref()).and_then(|()| file.sync_all()).map_err(io(&path))?;
+    Ok(path)
+}
+
+impl KeyRing {
+    /// Loads every key file of `dir`, creating the first key if there is
+    /// none. The newest file (names start with their creation time) signs.
+    pub fn load_or_create(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<Self, KeyError> {
+        let mut paths = key_files(dir)?;
+        if paths.is_empty() {
+            paths.push(generate(dir, now)?);
+        }
+        let mut keys = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let mode = fs::metadata(path).map_err(io(path))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyError::LoosePermissions { path: path.clone(), mode: mode & 0o777 });
+            }
+            let pkcs8 = fs::read(path).map_err(io(path))?;
+            keys.push(parse_key(path, &pkcs8)?);
+        }
+        Ok(Self::from_keys(keys))
+    }
+
+    fn from_keys(keys: Vec<SigningKey>) -> Self {
+        let signer = keys.len().saturating_sub(1);
+        let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
+        let jwks = Jwks {
+            keys: keys
+                .iter()
+                .map(|k| Jwk { kty: "OKP", crv: "Ed25519", x: &k.x, kid: &k.kid, alg: "EdDSA", use_: "sig" })
+                .collect(),
+        };
+        let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &jwks);
+        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
+        Self { signer, keys, by_kid, jwks, etag }
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        self.keys.get(self.signer).map_or("", |k| k.kid.as_str())
+    }
+
+    /// Signs claims as a compact JWS with `alg: EdDSA`, `typ: at+jwt`, `kid`.
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        let key = self
+            .keys
+            .get(self.signer)
+            .ok_or_else(|| jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+    }
+
+    /// The verification key for `kid`, looked up in our own set only.
+    pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.by_kid.get(kid).and_then(|&i| self.keys.get(i)).map(|k| &k.decoding)
+    }
+
+    pub fn jwks(&self) -> &[u8] {
+        &self.jwks
+    }
+
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(KeyError::Io { path: dir.to_owned(), source: e }),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io(dir))?.path();
+        if path.extension().is_some_and(|e| e == KEY_EXTENSION) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_start_creates_one_private_key_file() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(dir) = dir else { panic!("tempdir") };
+        let ring = KeyRing::load_or_create(dir.path(), chrono::Utc::now());
+        assert!(ring.is_ok(), "{ring:?}");
+        let files = key_files(dir.path()).unwrap_or_default();
+        assert_eq!(files.len(), 1);
+        let mode = fs::metadata(&files[0]).map(|m| m.permissions().mode() & 0o777).ok();
+        assert_eq!(mode, Some(0o600));
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_refused() {
+        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let Ok(path) = generate(dir.path(), chrono::Utc::now()) else { panic!("generate") };
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o644));
+        assert!(matches!(
+            KeyRing::load_or_create(dir.path(), chrono::Utc::now()),
+            Err(KeyError::LoosePermissions { .. })
+        ));
+    }
+
+    #[test]
+    fn the_kid_is_the_rfc_7638_thumbprint() {
+        // RFC 8037 appendix A.3: the thumbprint of its example Ed25519 key.
+        assert_eq!(
+            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn the_jwks_holds_only_public_ed25519_members() {
+        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let Ok(ring) = KeyRing::load_or_create(dir.path(), chrono::Utc::now()) else { panic!("ring") };
+        let jwks: serde_json::Value = serde_json::from_slice(ring.jwks()).unwrap_or_default();
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kty"], "OKP");
+        assert_eq!(key["crv"], "Ed25519");
+        assert_eq!(key["alg"], "EdDSA");
+        assert_eq!(key["use"], "sig");
+        assert_eq!(key["kid"], ring.signing_kid());
+        assert!(key.get("d").is_none());
+    }
+}
