@@ -45,9 +45,16 @@ pub fn connection_settings(config: &Config) -> ConnectionSettings {
 
 /// A SQLite file's directory must exist and be writable before SQLite tries.
 fn prepare_sqlite_directory(url: &DatabaseUrl) -> Result<(), StartError> {
-    let DatabaseUrl::Sqlite(path) = url else { return Ok(()) };
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
-    let fail = |reason: String| StartError::DataDirectory { path: dir.display().to_string(), reason };
+    let DatabaseUrl::Sqlite(path) = url else {
+        return Ok(());
+    };
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let fail = |reason: String| StartError::DataDirectory {
+        path: dir.display().to_string(),
+        reason,
+    };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let probe = dir.join(".sts-write-probe");
     std::fs::write(&probe, b"").map_err(|e| fail(format!("not writable ({e})")))?;
@@ -60,9 +67,14 @@ pub async fn migrate(config: &Config) -> Result<Vec<String>, StartError> {
     prepare_sqlite_directory(&config.database)?;
     let settings = connection_settings(config);
     let url = config.database.to_string();
-    let fail = move |reason: String| StartError::Database { url: url.clone(), reason };
+    let fail = move |reason: String| StartError::Database {
+        url: url.clone(),
+        reason,
+    };
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut conn = settings.establish().map_err(|e| first_line(&e.to_string()))?;
+        let mut conn = settings
+            .establish()
+            .map_err(|e| first_line(&e.to_string()))?;
         store::migrations::run_pending(&mut conn).map_err(|e| first_line(&e.to_string()))
     })
     .await
@@ -90,9 +102,15 @@ impl Application {
         let db = &config.settings.database;
         let store = Store::new(
             connection_settings(&config),
-            &PoolSettings { max_size: db.pool_size, acquire_timeout: Duration::from_millis(db.acquire_timeout_ms) },
+            &PoolSettings {
+                max_size: db.pool_size,
+                acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+            },
         );
-        let keys = Arc::new(KeyRing::load_or_create(&config.settings.keys.dir, clock.now())?);
+        let keys = Arc::new(KeyRing::load_or_create(
+            &config.settings.keys.dir,
+            clock.now(),
+        )?);
         let tokens = &config.settings.tokens;
         let verifier = Verifier::new(
             &config.issuer,
@@ -106,23 +124,45 @@ impl Application {
             config.argon2.clone(),
             config.hashing_threads,
             Duration::from_millis(pw.queue_timeout_ms),
-            PasswordPolicy { min_chars: pw.min_chars, max_bytes: pw.max_bytes },
+            PasswordPolicy {
+                min_chars: pw.min_chars,
+                max_bytes: pw.max_bytes,
+            },
         )
         .map_err(|e| StartError::Other(e.to_string()))?;
         let grace = Duration::from_secs(config.settings.server.shutdown_grace_secs);
         let (listen, workers) = (config.listen, config.workers);
-        let limits = (config.settings.server.body_limit_bytes, config.settings.server.token_body_limit_bytes);
-        let ctx = Context { config: Arc::new(config), store, keys, verifier, clock, passwords };
-        if let Some((username, password)) =
-            users::bootstrap(&ctx).await.map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
+        let limits = (
+            config.settings.server.body_limit_bytes,
+            config.settings.server.token_body_limit_bytes,
+        );
+        let ctx = Context {
+            config: Arc::new(config),
+            store,
+            keys,
+            verifier,
+            clock,
+            passwords,
+        };
+        if let Some((username, password)) = users::bootstrap(&ctx)
+            .await
+            .map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
         {
             // Shown once, on the terminal only: never through the logger.
-            println!("created user `{username}` with system role ADMIN and password: {}", password.expose());
+            println!(
+                "created user `{username}` with system role ADMIN and password: {}",
+                password.expose()
+            );
         }
 
-        let listener = TcpListener::bind(listen)
-            .map_err(|e| StartError::Bind { address: listen.to_string(), reason: e.to_string() })?;
-        let port = listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?.port();
+        let listener = TcpListener::bind(listen).map_err(|e| StartError::Bind {
+            address: listen.to_string(),
+            reason: e.to_string(),
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?
+            .port();
         let state = web::Data::new(AppState {
             ctx,
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -139,9 +179,17 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(grace.as_secs())
         .listen(listener)
-        .map_err(|e| StartError::Bind { address: listen.to_string(), reason: e.to_string() })?
+        .map_err(|e| StartError::Bind {
+            address: listen.to_string(),
+            reason: e.to_string(),
+        })?
         .run();
-        Ok(Self { server, port, state, grace })
+        Ok(Self {
+            server,
+            port,
+            state,
+            grace,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -180,7 +228,10 @@ impl Application {
         let grace = self.grace;
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: draining in-flight requests"
+            );
             trigger();
         });
         self.server.await
@@ -189,7 +240,10 @@ impl Application {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

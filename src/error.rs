@@ -83,10 +83,8 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::Unauthenticated => {
-                response.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    r#"Bearer error="invalid_token""#,
-                ));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
             }
             Self::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -96,7 +94,10 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(CoreError { code: self.code(), message: &message })
+        response.json(CoreError {
+            code: self.code(),
+            message: &message,
+        })
     }
 }
 
@@ -142,7 +143,12 @@ impl std::fmt::Display for OAuthError {
 
 impl OAuthError {
     pub fn invalid_request(description: &'static str) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error: "invalid_request", description, basic_auth: false }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_request",
+            description,
+            basic_auth: false,
+        }
     }
 
     pub fn error_code(&self) -> &'static str {
@@ -156,29 +162,50 @@ impl From<GrantError> for OAuthError {
             GrantError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", *d),
             // One description for every refused grant: the answer must not
             // tell an unknown user from a wrong password or a locked account.
-            GrantError::InvalidGrant(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_grant", "the grant is invalid, expired or revoked")
-            }
-            GrantError::InvalidClient { .. } => {
-                (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
-            }
-            GrantError::UnsupportedGrantType => {
-                (StatusCode::BAD_REQUEST, "unsupported_grant_type", "the grant type is not supported")
-            }
+            GrantError::InvalidGrant(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the grant is invalid, expired or revoked",
+            ),
+            GrantError::InvalidClient { .. } => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            ),
+            GrantError::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "the grant type is not supported",
+            ),
             GrantError::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "token endpoint unavailable");
-                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again later")
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again later",
+                )
             }
-            GrantError::Busy => {
-                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again later")
-            }
+            GrantError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again later",
+            ),
             GrantError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error at the token endpoint");
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
             }
         };
         let basic_auth = matches!(error, GrantError::InvalidClient { basic: true });
-        Self { status, error: code, description, basic_auth }
+        Self {
+            status,
+            error: code,
+            description,
+            basic_auth,
+        }
     }
 }
 
@@ -191,13 +218,20 @@ impl ResponseError for OAuthError {
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.basic_auth { r#"Basic realm="sts""# } else { r#"Bearer realm="sts""# };
+            let challenge = if self.basic_auth {
+                r#"Basic realm="sts""#
+            } else {
+                r#"Bearer realm="sts""#
+            };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
-        response.json(OAuthBody { error: self.error, error_description: self.description })
+        response.json(OAuthBody {
+            error: self.error,
+            error_description: self.description,
+        })
     }
 }
 
@@ -229,9 +263,21 @@ mod tests {
     fn grant_errors_map_to_rfc_6749_codes() {
         let table = [
             (GrantError::InvalidRequest("x"), 400, "invalid_request"),
-            (GrantError::InvalidGrant("bad password".into()), 400, "invalid_grant"),
-            (GrantError::InvalidClient { basic: true }, 401, "invalid_client"),
-            (GrantError::UnsupportedGrantType, 400, "unsupported_grant_type"),
+            (
+                GrantError::InvalidGrant("bad password".into()),
+                400,
+                "invalid_grant",
+            ),
+            (
+                GrantError::InvalidClient { basic: true },
+                401,
+                "invalid_client",
+            ),
+            (
+                GrantError::UnsupportedGrantType,
+                400,
+                "unsupported_grant_type",
+            ),
             (GrantError::Busy, 503, "temporarily_unavailable"),
         ];
         for (error, status, code) in table {
@@ -243,7 +289,9 @@ mod tests {
 
     #[test]
     fn internal_errors_never_show_their_cause() {
-        let error = ApiError::from(ServiceError::Internal(anyhow::anyhow!("relation users does not exist")));
+        let error = ApiError::from(ServiceError::Internal(anyhow::anyhow!(
+            "relation users does not exist"
+        )));
         assert_eq!(error.to_string(), "internal error");
     }
 }

@@ -22,7 +22,11 @@ pub struct AuditQuery {
     created_date_to: Option<DateTime<Utc>>,
 }
 
-pub async fn list(auth: Authenticated, state: State, query: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    auth: Authenticated,
+    state: State,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_AUDIT_LIST").await?;
     let query = query.into_inner();
     let page = Page::new(query.page, query.page_size)?;

@@ -25,7 +25,10 @@ pub struct Authenticated {
 
 impl Authenticated {
     pub fn caller(&self) -> Caller {
-        Caller { sub: self.claims.sub, actor: self.claims.act.as_ref().map(|a| a.sub) }
+        Caller {
+            sub: self.claims.sub,
+            actor: self.claims.act.as_ref().map(|a| a.sub),
+        }
     }
 
     /// 403 (and an audit event) unless the token holds `permission`.
@@ -46,13 +49,19 @@ impl Authenticated {
 
 /// Writes a refusal; if even that cannot be written the answer is 503, so
 /// no refusal goes unrecorded.
-async fn record_denial(state: &State, meta: &RequestMeta, event: AuditEvent) -> Result<(), ApiError> {
+async fn record_denial(
+    state: &State,
+    meta: &RequestMeta,
+    event: AuditEvent,
+) -> Result<(), ApiError> {
     let clock = state.ctx.clock.clone();
     let meta = meta.clone();
     state
         .ctx
         .store
-        .run(move |conn| audit::record(conn, clock.now(), &meta, event).map_err(crate::store::StoreError::from))
+        .run(move |conn| {
+            audit::record(conn, clock.now(), &meta, event).map_err(crate::store::StoreError::from)
+        })
         .await
         .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))
 }
@@ -60,7 +69,10 @@ async fn record_denial(state: &State, meta: &RequestMeta, event: AuditEvent) -> 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl FromRequest for Authenticated {
@@ -70,20 +82,35 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<State>().cloned();
         let meta = request_meta(req);
-        let action = format!("{} {}", req.method(), req.match_pattern().unwrap_or_else(|| req.path().to_owned()));
-        let verified = state.as_ref().map(|s| bearer(req).ok_or(None).and_then(|t| {
-            s.ctx.verifier.verify(&s.ctx.keys, t).map_err(Some)
-        }));
+        let action = format!(
+            "{} {}",
+            req.method(),
+            req.match_pattern().unwrap_or_else(|| req.path().to_owned())
+        );
+        let verified = state.as_ref().map(|s| {
+            bearer(req)
+                .ok_or(None)
+                .and_then(|t| s.ctx.verifier.verify(&s.ctx.keys, t).map_err(Some))
+        });
         Box::pin(async move {
-            let Some(state) = state else { return Err(ApiError::Internal) };
+            let Some(state) = state else {
+                return Err(ApiError::Internal);
+            };
             match verified {
-                Some(Ok(claims)) => Ok(Self { claims, meta, state, action }),
+                Some(Ok(claims)) => Ok(Self {
+                    claims,
+                    meta,
+                    state,
+                    action,
+                }),
                 Some(Err(rejection)) => {
                     let reason = match rejection {
                         Some(r) => format!("401: {r}"),
                         None => "401: no bearer token".to_owned(),
                     };
-                    let event = AuditEvent::new("admin.denied", Outcome::Denied).target(&action).reason(reason);
+                    let event = AuditEvent::new("admin.denied", Outcome::Denied)
+                        .target(&action)
+                        .reason(reason);
                     record_denial(&state, &meta, event).await?;
                     Err(ApiError::Unauthenticated)
                 }

@@ -32,7 +32,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,7 +43,10 @@ pub type State = web::Data<AppState>;
 /// The request id and the peer address, for the audit log.
 pub fn request_meta(req: &HttpRequest) -> RequestMeta {
     RequestMeta {
-        request_id: req.extensions().get::<middleware::RequestId>().map(|r| r.0.clone()),
+        request_id: req
+            .extensions()
+            .get::<middleware::RequestId>()
+            .map(|r| r.0.clone()),
         // The peer only: forwarding headers are client-controlled unless a
         // trusted proxy sets them (RFC 9700 §4.13).
         source_ip: req.peer_addr().map(|a| a.ip().to_string()),
@@ -51,13 +56,21 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
 /// The route table: every route of the service, in one place.
 pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, token_body_limit: usize) {
     cfg.app_data(json_config(body_limit))
-        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()))
-        .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()))
+        .app_data(
+            web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()),
+        )
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
         .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
-        .route("/.well-known/oauth-authorization-server", web::get().to(token::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            web::get().to(token::metadata),
+        )
         .service(
             web::scope("/api/sts/token/v1")
                 .app_data(web::PayloadConfig::new(token_body_limit))
@@ -72,9 +85,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, token_body_limit:
                 .route("/{id}", web::patch().to(organisation::update))
                 .route("/{id}", web::delete().to(organisation::delete))
                 .route("/{id}/member", web::get().to(organisation::members))
-                .route("/{id}/member/{user_id}", web::put().to(organisation::add_member))
-                .route("/{id}/member/{user_id}", web::delete().to(organisation::remove_member))
-                .route("/{id}/member/{user_id}/permissions", web::get().to(organisation::explain)),
+                .route(
+                    "/{id}/member/{user_id}",
+                    web::put().to(organisation::add_member),
+                )
+                .route(
+                    "/{id}/member/{user_id}",
+                    web::delete().to(organisation::remove_member),
+                )
+                .route(
+                    "/{id}/member/{user_id}/permissions",
+                    web::get().to(organisation::explain),
+                ),
         )
         .service(
             web::scope("/api/sts/user/v1")
@@ -96,20 +118,25 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).error_handler(move |error, _| {
-        use actix_web::error::JsonPayloadError;
-        let api = match &error {
-            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                ApiError::PayloadTooLarge(limit)
-            }
-            JsonPayloadError::ContentType => ApiError::BadRequest("expected Content-Type: application/json".into()),
-            // serde's data errors describe the client's own input (an unknown
-            // or missing field, a wrong type), so they are worth showing.
-            JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::BadRequest(format!("invalid body: {e}")),
-            _ => ApiError::BadRequest("malformed JSON body".into()),
-        };
-        api.into()
-    })
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(move |error, _| {
+            use actix_web::error::JsonPayloadError;
+            let api = match &error {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge(limit),
+                JsonPayloadError::ContentType => {
+                    ApiError::BadRequest("expected Content-Type: application/json".into())
+                }
+                // serde's data errors describe the client's own input (an unknown
+                // or missing field, a wrong type), so they are worth showing.
+                JsonPayloadError::Deserialize(e) if e.is_data() => {
+                    ApiError::BadRequest(format!("invalid body: {e}"))
+                }
+                _ => ApiError::BadRequest("malformed JSON body".into()),
+            };
+            api.into()
+        })
 }
 
 /// A page request: `page` from 0, `pageSize` 1–1000.
@@ -130,7 +157,9 @@ impl Page {
             return Err(ApiError::BadRequest("page must be 0 or more".into()));
         }
         if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(ApiError::BadRequest(format!("pageSize must be between 1 and {MAX_PAGE_SIZE}")));
+            return Err(ApiError::BadRequest(format!(
+                "pageSize must be between 1 and {MAX_PAGE_SIZE}"
+            )));
         }
         Ok(Self { page, page_size })
     }
@@ -151,6 +180,10 @@ pub struct ListPage<T> {
 
 impl<T> ListPage<T> {
     pub fn new(values: Vec<T>, total_items: i64, page: Page) -> Self {
-        Self { values, total_pages: page.total_pages(total_items), total_items }
+        Self {
+            values,
+            total_pages: page.total_pages(total_items),
+            total_items,
+        }
     }
 }

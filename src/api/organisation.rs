@@ -19,10 +19,22 @@ pub struct CreateBody {
     id: Option<Uuid>,
 }
 
-pub async fn create(auth: Authenticated, state: State, body: web::Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    auth: Authenticated,
+    state: State,
+    body: web::Json<CreateBody>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_CREATE").await?;
     let body = body.into_inner();
-    let id = organisations::create(&state.ctx, &auth.meta, caller, &body.name, &body.roles, body.id).await?;
+    let id = organisations::create(
+        &state.ctx,
+        &auth.meta,
+        caller,
+        &body.name,
+        &body.roles,
+        body.id,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "id": id })))
 }
 
@@ -37,7 +49,11 @@ pub struct ListParams {
     sort_direction: Option<String>,
 }
 
-pub async fn list(auth: Authenticated, state: State, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    auth: Authenticated,
+    state: State,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_LIST").await?;
     let params = params.into_inner();
     let page = Page::new(params.page, params.page_size)?;
@@ -45,20 +61,35 @@ pub async fn list(auth: Authenticated, state: State, params: web::Query<ListPara
         None => None,
         Some("ACTIVE") => Some(false),
         Some("DEACTIVATED") => Some(true),
-        Some(_) => return Err(ApiError::BadRequest("status must be ACTIVE or DEACTIVATED".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "status must be ACTIVE or DEACTIVATED".into(),
+            ));
+        }
     };
     let sort = match params.sort.as_deref() {
         None | Some("name") => SortBy::Name,
         Some("createdDate") => SortBy::CreatedDate,
-        Some(_) => return Err(ApiError::BadRequest("sort must be name or createdDate".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "sort must be name or createdDate".into(),
+            ));
+        }
     };
     let descending = match params.sort_direction.as_deref() {
         None | Some("ASC") => false,
         Some("DESC") => true,
-        Some(_) => return Err(ApiError::BadRequest("sortDirection must be ASC or DESC".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "sortDirection must be ASC or DESC".into(),
+            ));
+        }
     };
     let query = ListQuery {
-        name_prefix: params.name.filter(|n| !n.trim().is_empty()).map(|n| n.trim().to_owned()),
+        name_prefix: params
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| n.trim().to_owned()),
         deactivated,
         sort,
         descending,
@@ -69,7 +100,11 @@ pub async fn list(auth: Authenticated, state: State, params: web::Query<ListPara
     Ok(HttpResponse::Ok().json(ListPage::new(values, total, page)))
 }
 
-pub async fn detail(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn detail(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_DETAIL").await?;
     Ok(HttpResponse::Ok().json(organisations::get(&state.ctx, *id).await?))
 }
@@ -90,38 +125,62 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_EDIT").await?;
     let body = body.into_inner();
-    let changes = organisations::Changes { name: body.name, roles: body.roles, deactivate: body.deactivate };
+    let changes = organisations::Changes {
+        name: body.name,
+        roles: body.roles,
+        deactivate: body.deactivate,
+    };
     organisations::update(&state.ctx, &auth.meta, caller, *id, changes).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn delete(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_DELETE").await?;
     organisations::delete(&state.ctx, &auth.meta, caller, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn members(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn members(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_DETAIL").await?;
     let values = memberships::list(&state.ctx, *id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "values": values })))
 }
 
-pub async fn add_member(auth: Authenticated, state: State, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
+pub async fn add_member(
+    auth: Authenticated,
+    state: State,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_EDIT").await?;
     let (id, user) = path.into_inner();
     memberships::add(&state.ctx, &auth.meta, caller, id, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn remove_member(auth: Authenticated, state: State, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
+pub async fn remove_member(
+    auth: Authenticated,
+    state: State,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_EDIT").await?;
     let (id, user) = path.into_inner();
     memberships::remove(&state.ctx, &auth.meta, caller, id, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn explain(auth: Authenticated, state: State, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
+pub async fn explain(
+    auth: Authenticated,
+    state: State,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_DETAIL").await?;
     let (id, user) = path.into_inner();
     Ok(HttpResponse::Ok().json(organisations::explain_member(&state.ctx, id, user).await?))

@@ -12,8 +12,11 @@ use crate::service::users;
 
 pub async fn roles(_auth: Authenticated, state: State) -> HttpResponse {
     let catalog = &state.ctx.config.roles;
-    let organisation_roles: BTreeMap<&str, _> =
-        catalog.organisation_roles().iter().map(|(role, set)| (role.as_str(), set)).collect();
+    let organisation_roles: BTreeMap<&str, _> = catalog
+        .organisation_roles()
+        .iter()
+        .map(|(role, set)| (role.as_str(), set))
+        .collect();
     HttpResponse::Ok().json(serde_json::json!({
         "systemRoles": catalog.system_roles(),
         "organisationRoles": organisation_roles,

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::{State, request_meta};
 use crate::error::OAuthError;
 use crate::secret::Secret;
-use crate::service::grants::{self, ExchangeRequest, Issued};
 use crate::service::GrantError;
+use crate::service::grants::{self, ExchangeRequest, Issued};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
@@ -36,15 +36,25 @@ struct TokenForm {
     token: Option<Secret>,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, OAuthError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+fn decode<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, OAuthError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
             .map_err(|_| OAuthError::invalid_request("malformed form body")),
-        "application/json" => {
-            serde_json::from_slice(body).map_err(|_| OAuthError::invalid_request("malformed JSON body"))
-        }
+        "application/json" => serde_json::from_slice(body)
+            .map_err(|_| OAuthError::invalid_request("malformed JSON body")),
         _ => Err(OAuthError::invalid_request("expected a form or JSON body")),
     }
 }
@@ -52,10 +62,15 @@ fn decode<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Re
 /// HTTP Basic client authentication (RFC 6749 §2.3.1): id and secret are
 /// form-urlencoded before base64.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Secret)>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let bad = || OAuthError::from(GrantError::InvalidClient { basic: true });
     let value = value.to_str().map_err(|_| bad())?;
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
         return Ok(None);
     };
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
@@ -73,7 +88,9 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Secret)>, OA
 fn organisation(raw: Option<&str>) -> Result<Option<Uuid>, OAuthError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => Uuid::parse_str(s).map(Some).map_err(|_| OAuthError::invalid_request("organisation_id must be a UUID")),
+        Some(s) => Uuid::parse_str(s)
+            .map(Some)
+            .map_err(|_| OAuthError::invalid_request("organisation_id must be a UUID")),
     }
 }
 
@@ -108,7 +125,11 @@ fn respond(issued: Issued) -> HttpResponse {
         })
 }
 
-pub async fn token(req: HttpRequest, body: Bytes, state: State) -> Result<HttpResponse, OAuthError> {
+pub async fn token(
+    req: HttpRequest,
+    body: Bytes,
+    state: State,
+) -> Result<HttpResponse, OAuthError> {
     let form: TokenForm = decode(req.headers(), &body)?;
     let meta = request_meta(&req);
     let ctx = &state.ctx;
@@ -127,7 +148,9 @@ pub async fn token(req: HttpRequest, body: Bytes, state: State) -> Result<HttpRe
             let basic = basic_credentials(req.headers())?;
             let (id, secret, is_basic) = match (basic, form.client_id, form.client_secret) {
                 (Some(_), _, Some(_)) => {
-                    return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+                    return Err(OAuthError::invalid_request(
+                        "use one client authentication method, not two",
+                    ));
                 }
                 (Some((id, secret)), _, None) => (id, secret, true),
                 (None, Some(id), Some(secret)) => (id, secret, false),
@@ -154,11 +177,17 @@ pub async fn token(req: HttpRequest, body: Bytes, state: State) -> Result<HttpRe
 
 /// RFC 7009: always 200 for a well-formed request, whether or not the token
 /// was known, so the endpoint cannot be used to probe for tokens.
-pub async fn revoke(req: HttpRequest, body: Bytes, state: State) -> Result<HttpResponse, OAuthError> {
+pub async fn revoke(
+    req: HttpRequest,
+    body: Bytes,
+    state: State,
+) -> Result<HttpResponse, OAuthError> {
     let form: TokenForm = decode(req.headers(), &body)?;
     let token = required(form.token, "token is required")?;
     grants::revoke(&state.ctx, &request_meta(&req), token).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).finish())
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
 }
 
 pub async fn metadata(state: State) -> HttpResponse {

@@ -21,21 +21,36 @@ pub struct CreateBody {
     system_roles: Vec<String>,
 }
 
-pub async fn create(auth: Authenticated, state: State, body: web::Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    auth: Authenticated,
+    state: State,
+    body: web::Json<CreateBody>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_CREATE").await?;
     let body = body.into_inner();
     let kind = match body.kind.as_deref() {
         None | Some("USER") => Kind::User,
         Some("TECHNICAL") => Kind::Technical,
-        Some(_) => return Err(ApiError::BadRequest("type must be USER or TECHNICAL".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "type must be USER or TECHNICAL".into(),
+            ));
+        }
     };
-    let new = NewUser { username: body.username, kind, password: body.password, system_roles: body.system_roles };
+    let new = NewUser {
+        username: body.username,
+        kind,
+        password: body.password,
+        system_roles: body.system_roles,
+    };
     let created = users::create(&state.ctx, &auth.meta, Some(caller), new).await?;
     let mut answer = serde_json::json!({ "id": created.id });
     if let Some(secret) = created.client_secret {
         answer["clientSecret"] = secret.expose().into();
     }
-    Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(answer))
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(answer))
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,14 +60,22 @@ pub struct ListParams {
     page_size: Option<i64>,
 }
 
-pub async fn list(auth: Authenticated, state: State, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    auth: Authenticated,
+    state: State,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_USER_LIST").await?;
     let page = Page::new(params.page, params.page_size)?;
     let (values, total) = users::list(&state.ctx, page.page, page.page_size).await?;
     Ok(HttpResponse::Ok().json(ListPage::new(values, total, page)))
 }
 
-pub async fn detail(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn detail(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     auth.require("STS_USER_DETAIL").await?;
     Ok(HttpResponse::Ok().json(users::get(&state.ctx, *id).await?))
 }
@@ -65,21 +88,38 @@ pub struct UpdateBody {
     disabled: Option<bool>,
 }
 
-pub async fn update(auth: Authenticated, state: State, id: web::Path<Uuid>, body: web::Json<UpdateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn update(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateBody>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_EDIT").await?;
     let body = body.into_inner();
-    let changes = UserChanges { system_roles: body.system_roles, password: body.password, disabled: body.disabled };
+    let changes = UserChanges {
+        system_roles: body.system_roles,
+        password: body.password,
+        disabled: body.disabled,
+    };
     users::update(&state.ctx, &auth.meta, caller, *id, changes).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn delete(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_DELETE").await?;
     users::delete(&state.ctx, &auth.meta, caller, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn rotate_secret(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn rotate_secret(
+    auth: Authenticated,
+    state: State,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_EDIT").await?;
     let secret = users::rotate_secret(&state.ctx, &auth.meta, caller, *id).await?;
     Ok(HttpResponse::Ok()

@@ -72,12 +72,24 @@ impl PermissionSet {
 
     /// Only the system-scoped members.
     pub fn system_scoped(&self) -> PermissionSet {
-        Self(self.0.iter().filter(|p| is_system_scoped(p)).cloned().collect())
+        Self(
+            self.0
+                .iter()
+                .filter(|p| is_system_scoped(p))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Only the organisation-scoped members.
     pub fn organisation_scoped(&self) -> PermissionSet {
-        Self(self.0.iter().filter(|p| !is_system_scoped(p)).cloned().collect())
+        Self(
+            self.0
+                .iter()
+                .filter(|p| !is_system_scoped(p))
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn to_vec(&self) -> Vec<String> {
@@ -153,7 +165,10 @@ mod tests {
     fn an_org_token_holds_only_what_both_user_and_ceiling_allow() {
         let user = set(&["CREDENTIAL_ISSUE", "PROOF_ISSUE", "STS_USER_LIST"]);
         let ceiling = Ceiling::new(set(&["CREDENTIAL_ISSUE", "CREDENTIAL_REVOKE"]));
-        assert_eq!(organisation_token_permissions(&user, &ceiling), set(&["CREDENTIAL_ISSUE"]));
+        assert_eq!(
+            organisation_token_permissions(&user, &ceiling),
+            set(&["CREDENTIAL_ISSUE"])
+        );
     }
 
     #[test]
@@ -165,7 +180,10 @@ mod tests {
     #[test]
     fn a_system_token_holds_only_system_scoped_permissions() {
         let user = set(&["CREDENTIAL_ISSUE", "STS_USER_LIST", "SYSTEM_HISTORY_LIST"]);
-        assert_eq!(system_token_permissions(&user), set(&["STS_USER_LIST", "SYSTEM_HISTORY_LIST"]));
+        assert_eq!(
+            system_token_permissions(&user),
+            set(&["STS_USER_LIST", "SYSTEM_HISTORY_LIST"])
+        );
     }
 
     #[test]
@@ -180,13 +198,23 @@ mod tests {
     #[test]
     fn permissions_serialise_sorted_without_duplicates() {
         let perms = set(&["PROOF_LIST", "DID_LIST", "PROOF_LIST"]);
-        assert_eq!(serde_json::to_string(&perms).ok(), Some(r#"["DID_LIST","PROOF_LIST"]"#.into()));
+        assert_eq!(
+            serde_json::to_string(&perms).ok(),
+            Some(r#"["DID_LIST","PROOF_LIST"]"#.into())
+        );
     }
 
     fn names() -> impl Strategy<Value = PermissionSet> {
         let pool = prop::sample::select(vec![
-            "CREDENTIAL_ISSUE", "CREDENTIAL_REVOKE", "PROOF_ISSUE", "DID_LIST", "KEY_CREATE",
-            "STS_USER_LIST", "STS_AUDIT_LIST", "SYSTEM_HISTORY_LIST", "STS_ORGANISATION_CREATE",
+            "CREDENTIAL_ISSUE",
+            "CREDENTIAL_REVOKE",
+            "PROOF_ISSUE",
+            "DID_LIST",
+            "KEY_CREATE",
+            "STS_USER_LIST",
+            "STS_AUDIT_LIST",
+            "SYSTEM_HISTORY_LIST",
+            "STS_ORGANISATION_CREATE",
         ]);
         prop::collection::vec(pool, 0..9).prop_map(|v| v.into_iter().collect())
     }

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::store::AnyConnection;
 use crate::store::audit::{self as rows, AuditRow};
 use crate::store::types::{DbTime, DbUuid};
-use crate::store::AnyConnection;
 
 /// Longest text kept in an audit field: attacker-chosen strings (a username
 /// of 10 KB) must not bloat the log.
@@ -53,7 +53,15 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(action: &'static str, outcome: Outcome) -> Self {
-        Self { action, outcome, subject: None, actor: None, organisation_id: None, target_id: None, reason: None }
+        Self {
+            action,
+            outcome,
+            subject: None,
+            actor: None,
+            organisation_id: None,
+            target_id: None,
+            reason: None,
+        }
     }
 
     pub fn subject(mut self, subject: impl ToString) -> Self {
@@ -84,7 +92,12 @@ impl AuditEvent {
 
 /// Keeps attacker-chosen text to one bounded line.
 fn bounded(text: Option<String>) -> Option<String> {
-    text.map(|t| t.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).take(MAX_FIELD_CHARS).collect())
+    text.map(|t| {
+        t.chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .take(MAX_FIELD_CHARS)
+            .collect()
+    })
 }
 
 /// Writes the event on `conn` (inside the caller's transaction) and logs it.
@@ -163,8 +176,6 @@ impl From<AuditRow> for AuditView {
     }
 }
 
-
-
 /// Filters of the audit list, as the API takes them.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -191,7 +202,9 @@ pub async fn list(
     };
     let (events, total) = ctx
         .store
-        .run(move |conn| rows::list(conn, &filter, page, page_size).map_err(super::ServiceError::from))
+        .run(move |conn| {
+            rows::list(conn, &filter, page, page_size).map_err(super::ServiceError::from)
+        })
         .await?;
     Ok((events.into_iter().map(AuditView::from).collect(), total))
 }

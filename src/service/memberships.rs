@@ -24,31 +24,48 @@ pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, Se
             if !organisations::exists(conn, DbUuid(organisation))? {
                 return Err(ServiceError::NotFound("organisation"));
             }
-            Ok(memberships::members_of(conn, DbUuid(organisation))?.into_iter().map(UserView::from).collect())
+            Ok(memberships::members_of(conn, DbUuid(organisation))?
+                .into_iter()
+                .map(UserView::from)
+                .collect())
         })
         .await
 }
 
 /// Idempotent: adding a member twice is not an error. A deactivated
 /// organisation takes no new members (409).
-pub async fn add(ctx: &Context, meta: &RequestMeta, caller: Caller, organisation: Uuid, user: Uuid) -> Result<(), ServiceError> {
+pub async fn add(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    organisation: Uuid,
+    user: Uuid,
+) -> Result<(), ServiceError> {
     let (ctx2, meta) = (ctx.clone(), meta.clone());
     ctx.store
         .run(move |conn| {
             conn.transaction::<_, ServiceError, _>(|conn| {
                 let now = DbTime::from(ctx2.now());
-                let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
+                let org = organisations::find(conn, DbUuid(organisation))?
+                    .ok_or(ServiceError::NotFound("organisation"))?;
                 if users::find(conn, DbUuid(user))?.is_none() {
                     return Err(ServiceError::NotFound("user"));
                 }
                 if org.deactivated_at.is_some() {
-                    return Err(ServiceError::Conflict("the organisation is deactivated".into()));
+                    return Err(ServiceError::Conflict(
+                        "the organisation is deactivated".into(),
+                    ));
                 }
                 if memberships::is_member(conn, org.id, DbUuid(user))? {
                     return Ok(());
                 }
                 memberships::insert(conn, org.id, DbUuid(user), now)?;
-                audit::record(conn, now.0, &meta, event("membership.add", caller, organisation, user))?;
+                audit::record(
+                    conn,
+                    now.0,
+                    &meta,
+                    event("membership.add", caller, organisation, user),
+                )?;
                 Ok(())
             })
         })
@@ -56,7 +73,13 @@ pub async fn add(ctx: &Context, meta: &RequestMeta, caller: Caller, organisation
 }
 
 /// Removes a member and ends their refresh tokens for this organisation.
-pub async fn remove(ctx: &Context, meta: &RequestMeta, caller: Caller, organisation: Uuid, user: Uuid) -> Result<(), ServiceError> {
+pub async fn remove(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    organisation: Uuid,
+    user: Uuid,
+) -> Result<(), ServiceError> {
     let (ctx2, meta) = (ctx.clone(), meta.clone());
     ctx.store
         .run(move |conn| {
@@ -68,8 +91,18 @@ pub async fn remove(ctx: &Context, meta: &RequestMeta, caller: Caller, organisat
                 if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
                     return Err(ServiceError::NotFound("member"));
                 }
-                refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
-                audit::record(conn, now.0, &meta, event("membership.remove", caller, organisation, user))?;
+                refresh_tokens::revoke_user_in_organisation(
+                    conn,
+                    DbUuid(user),
+                    DbUuid(organisation),
+                    now,
+                )?;
+                audit::record(
+                    conn,
+                    now.0,
+                    &meta,
+                    event("membership.remove", caller, organisation, user),
+                )?;
                 Ok(())
             })
         })

@@ -79,12 +79,22 @@ fn new_secret() -> Result<Secret, ServiceError> {
     opaque::generate().map_err(|_| ServiceError::Internal(anyhow::anyhow!("no randomness")))
 }
 
-pub async fn create(ctx: &Context, meta: &RequestMeta, caller: Option<Caller>, new: NewUser) -> Result<Created, ServiceError> {
-    let name = names::username(&new.username).map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
-    let system_roles = validate_system_roles(&ctx.config.roles, &new.system_roles).map_err(ServiceError::Invalid)?;
+pub async fn create(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Option<Caller>,
+    new: NewUser,
+) -> Result<Created, ServiceError> {
+    let name = names::username(&new.username)
+        .map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
+    let system_roles = validate_system_roles(&ctx.config.roles, &new.system_roles)
+        .map_err(ServiceError::Invalid)?;
     let (password_hash, secret_digest, client_secret) = match (new.kind, &new.password) {
         (Kind::User, Some(password)) => {
-            ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
+            ctx.passwords
+                .policy
+                .check(password)
+                .map_err(ServiceError::Invalid)?;
             (Some(ctx.passwords.hash(password).await?), None, None)
         }
         (Kind::User, None) => return Err(ServiceError::Invalid("a user needs a password".into())),
@@ -93,7 +103,9 @@ pub async fn create(ctx: &Context, meta: &RequestMeta, caller: Option<Caller>, n
             (None, Some(opaque::digest(secret.expose())), Some(secret))
         }
         (Kind::Technical, Some(_)) => {
-            return Err(ServiceError::Invalid("a technical user gets a generated secret, not a password".into()));
+            return Err(ServiceError::Invalid(
+                "a technical user gets a generated secret, not a password".into(),
+            ));
         }
     };
     let id = Uuid::new_v4();
@@ -103,13 +115,20 @@ pub async fn create(ctx: &Context, meta: &RequestMeta, caller: Option<Caller>, n
             conn.transaction::<_, ServiceError, _>(|conn| {
                 let now = DbTime::from(ctx2.now());
                 if rows::find_by_username(conn, &name.key)?.is_some() {
-                    return Err(ServiceError::Conflict("a user with this username exists".into()));
+                    return Err(ServiceError::Conflict(
+                        "a user with this username exists".into(),
+                    ));
                 }
                 let row = UserRow {
                     id: DbUuid(id),
                     username: name.display.clone(),
                     username_key: name.key.clone(),
-                    kind: if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND }.to_owned(),
+                    kind: if new.kind == Kind::User {
+                        USER_KIND
+                    } else {
+                        TECHNICAL_KIND
+                    }
+                    .to_owned(),
                     password_hash: password_hash.clone(),
                     secret_digest: secret_digest.clone(),
                     system_roles: DbNames(system_roles.clone()),
@@ -127,12 +146,22 @@ pub async fn create(ctx: &Context, meta: &RequestMeta, caller: Option<Caller>, n
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
-    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    let row = ctx
+        .store
+        .run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from))
+        .await?;
     row.map(Into::into).ok_or(ServiceError::NotFound("user"))
 }
 
-pub async fn list(ctx: &Context, page: i64, page_size: i64) -> Result<(Vec<UserView>, i64), ServiceError> {
-    let (rows, total) = ctx.store.run(move |conn| rows::list(conn, page, page_size).map_err(ServiceError::from)).await?;
+pub async fn list(
+    ctx: &Context,
+    page: i64,
+    page_size: i64,
+) -> Result<(Vec<UserView>, i64), ServiceError> {
+    let (rows, total) = ctx
+        .store
+        .run(move |conn| rows::list(conn, page, page_size).map_err(ServiceError::from))
+        .await?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
@@ -145,7 +174,13 @@ pub struct UserChanges {
 
 /// Edits a user. A new password or disabling ends every refresh token of
 /// the user at once: both are security events.
-pub async fn update(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid, changes: UserChanges) -> Result<(), ServiceError> {
+pub async fn update(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    id: Uuid,
+    changes: UserChanges,
+) -> Result<(), ServiceError> {
     let roles = changes
         .system_roles
         .as_deref()
@@ -154,7 +189,10 @@ pub async fn update(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid,
         .map_err(ServiceError::Invalid)?;
     let hash = match &changes.password {
         Some(password) => {
-            ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
+            ctx.passwords
+                .policy
+                .check(password)
+                .map_err(ServiceError::Invalid)?;
             Some(ctx.passwords.hash(password).await?)
         }
         None => None,
@@ -164,11 +202,14 @@ pub async fn update(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid,
         .run(move |conn| {
             conn.transaction::<_, ServiceError, _>(|conn| {
                 let now = DbTime::from(ctx2.now());
-                let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                let mut row =
+                    rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
                 let mut revoke = false;
                 if let Some(hash) = hash {
                     if row.kind != USER_KIND {
-                        return Err(ServiceError::Invalid("a technical user has no password".into()));
+                        return Err(ServiceError::Invalid(
+                            "a technical user has no password".into(),
+                        ));
                     }
                     row.password_hash = Some(hash);
                     revoke = true;
@@ -196,7 +237,12 @@ pub async fn update(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid,
         .await
 }
 
-pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
+pub async fn delete(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    id: Uuid,
+) -> Result<(), ServiceError> {
     let (ctx2, meta) = (ctx.clone(), meta.clone());
     ctx.store
         .run(move |conn| {
@@ -213,7 +259,12 @@ pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid)
 }
 
 /// Issues a new secret for a technical user; the old one stops working.
-pub async fn rotate_secret(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<Secret, ServiceError> {
+pub async fn rotate_secret(
+    ctx: &Context,
+    meta: &RequestMeta,
+    caller: Caller,
+    id: Uuid,
+) -> Result<Secret, ServiceError> {
     let secret = new_secret()?;
     let digest = opaque::digest(secret.expose());
     let (ctx2, meta) = (ctx.clone(), meta.clone());
@@ -221,14 +272,22 @@ pub async fn rotate_secret(ctx: &Context, meta: &RequestMeta, caller: Caller, id
         .run(move |conn| {
             conn.transaction::<_, ServiceError, _>(|conn| {
                 let now = DbTime::from(ctx2.now());
-                let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                let mut row =
+                    rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
                 if row.kind != TECHNICAL_KIND {
-                    return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
+                    return Err(ServiceError::Invalid(
+                        "only a technical user has a client secret".into(),
+                    ));
                 }
                 row.secret_digest = Some(digest.clone());
                 row.last_modified = now;
                 rows::update(conn, &row)?;
-                audit::record(conn, now.0, &meta, event("user.secret_rotate", Some(caller), id))?;
+                audit::record(
+                    conn,
+                    now.0,
+                    &meta,
+                    event("user.secret_rotate", Some(caller), id),
+                )?;
                 Ok(())
             })
         })
@@ -268,9 +327,16 @@ pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
                     let usable = active && org.deactivated_at.is_none();
                     MeOrganisation {
                         id: org.id.0,
-                        status: if org.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
+                        status: if org.deactivated_at.is_some() {
+                            "DEACTIVATED"
+                        } else {
+                            "ACTIVE"
+                        },
                         permissions: if usable {
-                            organisation_token_permissions(&granted, &ceiling_of(roles, &org.roles.0))
+                            organisation_token_permissions(
+                                &granted,
+                                &ceiling_of(roles, &org.roles.0),
+                            )
                         } else {
                             PermissionSet::new()
                         },
@@ -278,7 +344,10 @@ pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
                     }
                 })
                 .collect();
-            Ok(MeView { user: user.into(), organisations })
+            Ok(MeView {
+                user: user.into(),
+                organisations,
+            })
         })
         .await
 }
@@ -290,7 +359,10 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
     let (username, password, generated) = match (settings.admin_username, settings.admin_password) {
         (Some(username), Some(password)) => (username, password, false),
         _ => {
-            let count = ctx.store.run(|conn| rows::count(conn).map_err(ServiceError::from)).await?;
+            let count = ctx
+                .store
+                .run(|conn| rows::count(conn).map_err(ServiceError::from))
+                .await?;
             if count > 0 {
                 return Ok(None);
             }
@@ -298,7 +370,10 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
         }
     };
     let key = username.trim().to_lowercase();
-    let exists = ctx.store.run(move |conn| rows::find_by_username(conn, &key).map_err(ServiceError::from)).await?;
+    let exists = ctx
+        .store
+        .run(move |conn| rows::find_by_username(conn, &key).map_err(ServiceError::from))
+        .await?;
     if exists.is_some() {
         return Ok(None);
     }

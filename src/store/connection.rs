@@ -58,7 +58,10 @@ impl DatabaseUrl {
             url::Url::parse(raw).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))?;
             return Ok(Self::Postgres(raw.to_owned()));
         }
-        if let Some(path) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) {
+        if let Some(path) = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+        {
             if path.is_empty() || path == ":memory:" {
                 return Err("a SQLite URL needs a file path (sqlite://PATH)".into());
             }
@@ -121,7 +124,9 @@ impl r2d2::ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<AnyConnection, Self::Error> {
-        self.0.establish().map_err(diesel::r2d2::Error::ConnectionError)
+        self.0
+            .establish()
+            .map_err(diesel::r2d2::Error::ConnectionError)
     }
 
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {

@@ -14,8 +14,8 @@ pub mod users;
 
 use std::time::Duration;
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 pub use connection::{AnyConnection, ConnectionSettings, DatabaseUrl};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 pub type Pool = r2d2::Pool<connection::Manager>;
 
@@ -72,7 +72,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 

@@ -19,7 +19,10 @@ pub struct OrganisationRow {
 }
 
 pub fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<()> {
-    diesel::insert_into(organisations::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(organisations::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
@@ -34,8 +37,14 @@ pub fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(organisations::table.find(id))).get_result(conn)
 }
 
-pub fn name_taken(conn: &mut AnyConnection, name_key: &str, except: Option<DbUuid>) -> QueryResult<bool> {
-    let mut query = organisations::table.filter(organisations::name_key.eq(name_key)).into_boxed();
+pub fn name_taken(
+    conn: &mut AnyConnection,
+    name_key: &str,
+    except: Option<DbUuid>,
+) -> QueryResult<bool> {
+    let mut query = organisations::table
+        .filter(organisations::name_key.eq(name_key))
+        .into_boxed();
     if let Some(id) = except {
         query = query.filter(organisations::id.ne(id));
     }
@@ -59,7 +68,9 @@ pub fn update(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<bo
 /// Deletes the organisation; memberships and refresh tokens go with it
 /// (ON DELETE CASCADE). Returns whether it existed.
 pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::delete(organisations::table.find(id)).execute(conn).map(|n| n == 1)
+    diesel::delete(organisations::table.find(id))
+        .execute(conn)
+        .map(|n| n == 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +107,11 @@ pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<Organis
     let filtered = || {
         let mut query = organisations::table.into_boxed();
         if let Some(prefix) = &q.name_prefix {
-            query = query.filter(organisations::name_key.like(like_prefix(&prefix.to_lowercase())).escape('\\'));
+            query = query.filter(
+                organisations::name_key
+                    .like(like_prefix(&prefix.to_lowercase()))
+                    .escape('\\'),
+            );
         }
         match q.deactivated {
             Some(true) => query = query.filter(organisations::deactivated_at.is_not_null()),
@@ -108,8 +123,12 @@ pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<Organis
     let total: i64 = filtered().count().get_result(conn)?;
     let mut query = filtered();
     query = match (q.sort, q.descending) {
-        (SortBy::Name, false) => query.order((organisations::name_key.asc(), organisations::id.asc())),
-        (SortBy::Name, true) => query.order((organisations::name_key.desc(), organisations::id.desc())),
+        (SortBy::Name, false) => {
+            query.order((organisations::name_key.asc(), organisations::id.asc()))
+        }
+        (SortBy::Name, true) => {
+            query.order((organisations::name_key.desc(), organisations::id.desc()))
+        }
         (SortBy::CreatedDate, false) => {
             query.order((organisations::created_at.asc(), organisations::id.asc()))
         }

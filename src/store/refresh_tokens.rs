@@ -24,10 +24,16 @@ pub struct RefreshTokenRow {
 }
 
 pub fn insert(conn: &mut AnyConnection, row: &RefreshTokenRow) -> QueryResult<()> {
-    diesel::insert_into(refresh_tokens::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(refresh_tokens::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
-pub fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
+pub fn find_by_digest(
+    conn: &mut AnyConnection,
+    digest: &str,
+) -> QueryResult<Option<RefreshTokenRow>> {
     refresh_tokens::table
         .filter(refresh_tokens::digest.eq(digest))
         .select(RefreshTokenRow::as_select())

@@ -41,7 +41,9 @@ pub async fn client_credentials(
                 let authenticated = user.as_ref().is_some_and(|u| {
                     u.kind == TECHNICAL_KIND
                         && secret.expose().len() <= MAX_SECRET_BYTES
-                        && u.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
+                        && u.secret_digest
+                            .as_deref()
+                            .is_some_and(|d| opaque::matches(secret.expose(), d))
                 });
                 let fail = |conn: &mut _, reason: &str, client: bool| -> Result<_, GrantError> {
                     let event = AuditEvent::new(ACTION, Outcome::Failure)
@@ -58,9 +60,16 @@ pub async fn client_credentials(
                     Ok(a) => a,
                     Err(reason) => return fail(conn, &reason, false),
                 };
-                let (access_token, expires_in) =
-                    Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
-                let event = AuditEvent::new(ACTION, Outcome::Success).subject(id).organisation(organisation);
+                let (access_token, expires_in) = Mint::new(&ctx2, now).sign(
+                    id,
+                    organisation,
+                    &authorised.permissions,
+                    None,
+                    None,
+                )?;
+                let event = AuditEvent::new(ACTION, Outcome::Success)
+                    .subject(id)
+                    .organisation(organisation);
                 audit::record(conn, now, &meta, event)?;
                 Ok(Ok(Issued {
                     access_token,
@@ -73,6 +82,10 @@ pub async fn client_credentials(
         })
         .await?;
     outcome.map_err(|(client, reason)| {
-        if client { GrantError::InvalidClient { basic } } else { GrantError::InvalidGrant(reason) }
+        if client {
+            GrantError::InvalidClient { basic }
+        } else {
+            GrantError::InvalidGrant(reason)
+        }
     })
 }

@@ -16,7 +16,9 @@ pub use password::password;
 pub use refresh::{refresh, revoke};
 
 use super::GrantError;
-use crate::domain::permissions::{Ceiling, organisation_token_permissions, system_token_permissions};
+use crate::domain::permissions::{
+    Ceiling, organisation_token_permissions, system_token_permissions,
+};
 use crate::domain::{OrganisationRole, PermissionSet, RoleCatalog};
 use crate::secret::Secret;
 use crate::store::types::DbUuid;
@@ -66,7 +68,9 @@ pub fn authorise(
         None => system_token_permissions(&user_permissions),
         Some(id) => {
             let Some(org) = memberships::organisation_of_member(conn, DbUuid(id), user.id)? else {
-                return Ok(Err("not a member of the organisation, or no such organisation".into()));
+                return Ok(Err(
+                    "not a member of the organisation, or no such organisation".into(),
+                ));
             };
             if org.deactivated_at.is_some() {
                 return Ok(Err("organisation deactivated".into()));
@@ -136,7 +140,10 @@ impl<'a> Mint<'a> {
             permissions: permissions.to_vec(),
             act: actor.map(|sub| Actor { sub }),
         };
-        let token = self.keys.sign(&claims).map_err(|e| GrantError::Internal(e.into()))?;
+        let token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| GrantError::Internal(e.into()))?;
         Ok((token, exp - iat))
     }
 }

@@ -1,0 +1,165 @@
+//! The binary as an operator meets it: bad settings stop it with exit 2 and
+//! one line, `migrate` works, `serve` starts on SQLite with no other step and
+//! stops cleanly on SIGTERM.
+
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly, with the reason, where it cannot go on"
+)]
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const STS: &str = env!("CARGO_BIN_EXE_sts");
+
+/// A command run in an empty temporary directory (no config file there, so
+/// built-in defaults apply) with a clean environment.
+fn sts(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(STS);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STS_LOG_FORMAT", "json");
+    command
+}
+
+fn failure_line(mut command: Command) -> (Option<i32>, String) {
+    let output = command.output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn a_bad_setting_stops_with_exit_2_and_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = sts(dir.path());
+    command.arg("migrate").env("DATABASE_URL", "mysql://nope");
+    let (code, stderr) = failure_line(command);
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+
+    let mut command = sts(dir.path());
+    command.arg("migrate").env("STS_ACCESS_TOKEN_TTL", "soon");
+    let (code, stderr) = failure_line(command);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("STS_ACCESS_TOKEN_TTL"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_database_or_unwritable_data_directory_stops_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = sts(dir.path());
+    command.arg("migrate").env(
+        "DATABASE_URL",
+        "postgres://nobody@127.0.0.1:1/none?connect_timeout=2",
+    );
+    let (code, stderr) = failure_line(command);
+    assert_eq!((code, stderr.lines().count()), (Some(2), 1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).expect("mkdir");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    let mut command = sts(dir.path());
+    command.arg("migrate").env(
+        "DATABASE_URL",
+        format!("sqlite://{}/sub/sts.db", locked.display()),
+    );
+    let (code, stderr) = failure_line(command);
+    // root ignores directory modes; the check is only meaningful for others.
+    if std::fs::write(locked.join("probe"), b"").is_err() {
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("data directory"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_key_file_readable_by_others_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("mkdir");
+    let key = keys.join("20260101T000000Z-test.pk8");
+    std::fs::write(&key, b"not a key").expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, stderr) = failure_line(sts(dir.path()));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("20260101T000000Z-test.pk8"), "{stderr}");
+}
+
+#[test]
+fn help_explains_every_setting() {
+    let output = Command::new(STS).arg("--help").output().expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (variable, _) in sts::config::ENVIRONMENT {
+        assert!(help.contains(variable), "--help names {variable}");
+    }
+}
+
+#[test]
+fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = sts(dir.path())
+        .env("STS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut printed = String::new();
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("created user `admin`"),
+        "first start creates admin: {printed}"
+    );
+    assert!(
+        dir.path().join("data/sts.db").exists(),
+        "the SQLite file is created"
+    );
+    std::thread::spawn(move || for _ in lines {});
+
+    let ready = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/health/ready"))
+        .output();
+    if let Ok(ready) = ready {
+        assert_eq!(String::from_utf8_lossy(&ready.stdout), "200");
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "exits within the grace period"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
