@@ -155,6 +155,8 @@ impl Application {
             );
         }
 
+        crate::service::audit::spawn_retention(ctx.clone());
+
         let listener = TcpListener::bind(listen).map_err(|e| StartError::Bind {
             address: listen.to_string(),
             reason: e.to_string(),

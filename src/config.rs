@@ -48,7 +48,26 @@ pub struct Settings {
     pub passwords: PasswordSettings,
     pub roles: RoleSettings,
     pub bootstrap: BootstrapSettings,
+    pub audit: AuditSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Days an audit event is kept; 0 keeps every event forever.
+    pub retention_days: u64,
+    /// How often the retention job looks for expired events.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: 0,
+            purge_interval_secs: 3_600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -330,6 +349,7 @@ impl Settings {
                 self.database.acquire_timeout_ms,
             ),
             ("passwords.max_bytes", self.passwords.max_bytes as u64),
+            ("audit.purge_interval_secs", self.audit.purge_interval_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(&named(key), "must be greater than 0"));

@@ -163,3 +163,58 @@ fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_unknown_permission_in_the_role_mapping_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roles = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/roles.toml"))
+        .expect("roles");
+    let broken = roles.replacen("\"CREDENTIAL_ISSUE\"", "\"CREDENTIAL_ISSUE_ALL\"", 1);
+    std::fs::write(dir.path().join("roles.toml"), broken).expect("write");
+    let mut command = sts(dir.path());
+    command
+        .arg("migrate")
+        .env("STS_ROLES_FILE", dir.path().join("roles.toml"));
+    let (code, stderr) = failure_line(command);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("CREDENTIAL_ISSUE_ALL"), "{stderr}");
+}
+
+#[test]
+fn user_create_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = sts(dir.path())
+        .args([
+            "user",
+            "create",
+            "--username",
+            "operator",
+            "--system-role",
+            "AUDITOR",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a-password-long-enough\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("created user `operator`"), "{stdout}");
+    assert!(
+        !stdout.contains("a-password-long-enough"),
+        "the password is never echoed"
+    );
+}

@@ -208,3 +208,68 @@ pub async fn list(
         .await?;
     Ok((events.into_iter().map(AuditView::from).collect(), total))
 }
+
+/// Passes `result` through; when it is an error, first records `event` as a
+/// failure with the error as its reason, in a transaction of its own, so a
+/// refused or failed change still leaves a trace. If the database itself is
+/// gone there is nothing to write to, and the original error is returned.
+pub async fn or_failure<T>(
+    ctx: &super::Context,
+    meta: &RequestMeta,
+    mut event: AuditEvent,
+    result: Result<T, super::ServiceError>,
+) -> Result<T, super::ServiceError> {
+    let Err(error) = &result else { return result };
+    if matches!(error, super::ServiceError::Unavailable(_)) {
+        return result;
+    }
+    event.outcome = Outcome::Failure;
+    event.reason = Some(error.to_string());
+    let (clock, meta) = (ctx.clock.clone(), meta.clone());
+    let written = ctx
+        .store
+        .run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from))
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not record a failure event");
+    }
+    result
+}
+
+/// Deletes events older than the configured retention; returns how many.
+/// With a retention of 0 (the default) nothing is ever deleted.
+pub async fn purge_expired(ctx: &super::Context) -> Result<usize, super::ServiceError> {
+    let days = ctx.config.settings.audit.retention_days;
+    if days == 0 {
+        return Ok(0);
+    }
+    let cutoff =
+        ctx.now() - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400));
+    ctx.store
+        .run(move |conn| {
+            rows::delete_older_than(conn, DbTime::from(cutoff)).map_err(super::ServiceError::from)
+        })
+        .await
+}
+
+/// The retention job: runs `purge_expired` every `purge_interval_secs` for
+/// as long as the process lives; failures are logged and retried next time.
+pub fn spawn_retention(ctx: super::Context) {
+    if ctx.config.settings.audit.retention_days == 0 {
+        return;
+    }
+    let every = std::time::Duration::from_secs(ctx.config.settings.audit.purge_interval_secs);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match purge_expired(&ctx).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "audit retention: expired events deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit retention failed; retrying at the next interval")
+                }
+            }
+        }
+    });
+}

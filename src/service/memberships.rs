@@ -41,35 +41,44 @@ pub async fn add(
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                let org = organisations::find(conn, DbUuid(organisation))?
-                    .ok_or(ServiceError::NotFound("organisation"))?;
-                if users::find(conn, DbUuid(user))?.is_none() {
-                    return Err(ServiceError::NotFound("user"));
-                }
-                if org.deactivated_at.is_some() {
-                    return Err(ServiceError::Conflict(
-                        "the organisation is deactivated".into(),
-                    ));
-                }
-                if memberships::is_member(conn, org.id, DbUuid(user))? {
-                    return Ok(());
-                }
-                memberships::insert(conn, org.id, DbUuid(user), now)?;
-                audit::record(
-                    conn,
-                    now.0,
-                    &meta,
-                    event("membership.add", caller, organisation, user),
-                )?;
-                Ok(())
+    let attempt = async {
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    let org = organisations::find(conn, DbUuid(organisation))?
+                        .ok_or(ServiceError::NotFound("organisation"))?;
+                    if users::find(conn, DbUuid(user))?.is_none() {
+                        return Err(ServiceError::NotFound("user"));
+                    }
+                    if org.deactivated_at.is_some() {
+                        return Err(ServiceError::Conflict(
+                            "the organisation is deactivated".into(),
+                        ));
+                    }
+                    if memberships::is_member(conn, org.id, DbUuid(user))? {
+                        return Ok(());
+                    }
+                    memberships::insert(conn, org.id, DbUuid(user), now)?;
+                    audit::record(
+                        conn,
+                        now.0,
+                        &meta,
+                        event("membership.add", caller, organisation, user),
+                    )?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("membership.add", caller, organisation, user),
+        attempt.await,
+    )
+    .await
 }
 
 /// Removes a member and ends their refresh tokens for this organisation.
@@ -80,31 +89,40 @@ pub async fn remove(
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                if !organisations::exists(conn, DbUuid(organisation))? {
-                    return Err(ServiceError::NotFound("organisation"));
-                }
-                if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
-                    return Err(ServiceError::NotFound("member"));
-                }
-                refresh_tokens::revoke_user_in_organisation(
-                    conn,
-                    DbUuid(user),
-                    DbUuid(organisation),
-                    now,
-                )?;
-                audit::record(
-                    conn,
-                    now.0,
-                    &meta,
-                    event("membership.remove", caller, organisation, user),
-                )?;
-                Ok(())
+    let attempt = async {
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    if !organisations::exists(conn, DbUuid(organisation))? {
+                        return Err(ServiceError::NotFound("organisation"));
+                    }
+                    if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
+                        return Err(ServiceError::NotFound("member"));
+                    }
+                    refresh_tokens::revoke_user_in_organisation(
+                        conn,
+                        DbUuid(user),
+                        DbUuid(organisation),
+                        now,
+                    )?;
+                    audit::record(
+                        conn,
+                        now.0,
+                        &meta,
+                        event("membership.remove", caller, organisation, user),
+                    )?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("membership.remove", caller, organisation, user),
+        attempt.await,
+    )
+    .await
 }

@@ -83,42 +83,51 @@ pub async fn create(
     roles: &[OrganisationRole],
     id: Option<Uuid>,
 ) -> Result<Uuid, ServiceError> {
-    let name =
-        names::organisation_name(name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
-    let roles = role_names(roles)?;
     let id = id.unwrap_or_else(Uuid::new_v4);
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                if rows::exists(conn, DbUuid(id))? {
-                    return Err(ServiceError::Conflict(
-                        "an organisation with this id exists".into(),
-                    ));
-                }
-                if rows::name_taken(conn, &name.key, None)? {
-                    return Err(ServiceError::Conflict(
-                        "an organisation with this name exists".into(),
-                    ));
-                }
-                let row = OrganisationRow {
-                    id: DbUuid(id),
-                    name: name.display.clone(),
-                    name_key: name.key.clone(),
-                    roles: DbNames(roles.clone()),
-                    created_at: now,
-                    last_modified: now,
-                    deactivated_at: None,
-                };
-                // A concurrent create of the same name loses on the unique
-                // index, which the store reports as a conflict.
-                rows::insert(conn, &row)?;
-                audit::record(conn, now.0, &meta, event("organisation.create", caller, id))?;
-                Ok(id)
+    let attempt = async {
+        let name = names::organisation_name(name)
+            .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+        let roles = role_names(roles)?;
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    if rows::exists(conn, DbUuid(id))? {
+                        return Err(ServiceError::Conflict(
+                            "an organisation with this id exists".into(),
+                        ));
+                    }
+                    if rows::name_taken(conn, &name.key, None)? {
+                        return Err(ServiceError::Conflict(
+                            "an organisation with this name exists".into(),
+                        ));
+                    }
+                    let row = OrganisationRow {
+                        id: DbUuid(id),
+                        name: name.display.clone(),
+                        name_key: name.key.clone(),
+                        roles: DbNames(roles.clone()),
+                        created_at: now,
+                        last_modified: now,
+                        deactivated_at: None,
+                    };
+                    // A concurrent create of the same name loses on the unique
+                    // index, which the store reports as a conflict.
+                    rows::insert(conn, &row)?;
+                    audit::record(conn, now.0, &meta, event("organisation.create", caller, id))?;
+                    Ok(id)
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("organisation.create", caller, id),
+        attempt.await,
+    )
+    .await
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<OrganisationView, ServiceError> {
@@ -155,54 +164,63 @@ pub async fn update(
     id: Uuid,
     changes: Changes,
 ) -> Result<(), ServiceError> {
-    let name = changes
-        .name
-        .as_deref()
-        .map(names::organisation_name)
-        .transpose()
-        .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
-    let roles = changes.roles.as_deref().map(role_names).transpose()?;
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                let mut row =
-                    rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
-                let mut what = Vec::new();
-                if let Some(name) = name {
-                    if rows::name_taken(conn, &name.key, Some(row.id))? {
-                        return Err(ServiceError::Conflict(
-                            "an organisation with this name exists".into(),
-                        ));
+    let attempt = async {
+        let name = changes
+            .name
+            .as_deref()
+            .map(names::organisation_name)
+            .transpose()
+            .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+        let roles = changes.roles.as_deref().map(role_names).transpose()?;
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    let mut row = rows::find(conn, DbUuid(id))?
+                        .ok_or(ServiceError::NotFound("organisation"))?;
+                    let mut what = Vec::new();
+                    if let Some(name) = name {
+                        if rows::name_taken(conn, &name.key, Some(row.id))? {
+                            return Err(ServiceError::Conflict(
+                                "an organisation with this name exists".into(),
+                            ));
+                        }
+                        row.name = name.display;
+                        row.name_key = name.key;
+                        what.push("name");
                     }
-                    row.name = name.display;
-                    row.name_key = name.key;
-                    what.push("name");
-                }
-                if let Some(roles) = roles {
-                    row.roles = DbNames(roles);
-                    what.push("roles");
-                }
-                match changes.deactivate {
-                    Some(true) if row.deactivated_at.is_none() => {
-                        row.deactivated_at = Some(now);
-                        what.push("deactivated");
+                    if let Some(roles) = roles {
+                        row.roles = DbNames(roles);
+                        what.push("roles");
                     }
-                    Some(false) if row.deactivated_at.is_some() => {
-                        row.deactivated_at = None;
-                        what.push("reactivated");
+                    match changes.deactivate {
+                        Some(true) if row.deactivated_at.is_none() => {
+                            row.deactivated_at = Some(now);
+                            what.push("deactivated");
+                        }
+                        Some(false) if row.deactivated_at.is_some() => {
+                            row.deactivated_at = None;
+                            what.push("reactivated");
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                }
-                row.last_modified = now;
-                rows::update(conn, &row)?;
-                let event = event("organisation.update", caller, id).reason(what.join(","));
-                audit::record(conn, now.0, &meta, event)?;
-                Ok(())
+                    row.last_modified = now;
+                    rows::update(conn, &row)?;
+                    let event = event("organisation.update", caller, id).reason(what.join(","));
+                    audit::record(conn, now.0, &meta, event)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("organisation.update", caller, id),
+        attempt.await,
+    )
+    .await
 }
 
 pub async fn delete(
@@ -211,21 +229,30 @@ pub async fn delete(
     caller: Caller,
     id: Uuid,
 ) -> Result<(), ServiceError> {
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = ctx2.now();
-                // Memberships and refresh tokens go with it (ON DELETE CASCADE);
-                // the audit log has no foreign key and stays.
-                if !rows::delete(conn, DbUuid(id))? {
-                    return Err(ServiceError::NotFound("organisation"));
-                }
-                audit::record(conn, now, &meta, event("organisation.delete", caller, id))?;
-                Ok(())
+    let attempt = async {
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = ctx2.now();
+                    // Memberships and refresh tokens go with it (ON DELETE CASCADE);
+                    // the audit log has no foreign key and stays.
+                    if !rows::delete(conn, DbUuid(id))? {
+                        return Err(ServiceError::NotFound("organisation"));
+                    }
+                    audit::record(conn, now, &meta, event("organisation.delete", caller, id))?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("organisation.delete", caller, id),
+        attempt.await,
+    )
+    .await
 }
 
 #[derive(Debug, Clone, Serialize)]

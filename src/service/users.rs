@@ -85,64 +85,69 @@ pub async fn create(
     caller: Option<Caller>,
     new: NewUser,
 ) -> Result<Created, ServiceError> {
-    let name = names::username(&new.username)
-        .map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
-    let system_roles = validate_system_roles(&ctx.config.roles, &new.system_roles)
-        .map_err(ServiceError::Invalid)?;
-    let (password_hash, secret_digest, client_secret) = match (new.kind, &new.password) {
-        (Kind::User, Some(password)) => {
-            ctx.passwords
-                .policy
-                .check(password)
-                .map_err(ServiceError::Invalid)?;
-            (Some(ctx.passwords.hash(password).await?), None, None)
-        }
-        (Kind::User, None) => return Err(ServiceError::Invalid("a user needs a password".into())),
-        (Kind::Technical, None) => {
-            let secret = new_secret()?;
-            (None, Some(opaque::digest(secret.expose())), Some(secret))
-        }
-        (Kind::Technical, Some(_)) => {
-            return Err(ServiceError::Invalid(
-                "a technical user gets a generated secret, not a password".into(),
-            ));
-        }
-    };
     let id = Uuid::new_v4();
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                if rows::find_by_username(conn, &name.key)?.is_some() {
-                    return Err(ServiceError::Conflict(
-                        "a user with this username exists".into(),
-                    ));
-                }
-                let row = UserRow {
-                    id: DbUuid(id),
-                    username: name.display.clone(),
-                    username_key: name.key.clone(),
-                    kind: if new.kind == Kind::User {
-                        USER_KIND
-                    } else {
-                        TECHNICAL_KIND
+    let attempt = async {
+        let name = names::username(&new.username)
+            .map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
+        let system_roles = validate_system_roles(&ctx.config.roles, &new.system_roles)
+            .map_err(ServiceError::Invalid)?;
+        let (password_hash, secret_digest, client_secret) = match (new.kind, &new.password) {
+            (Kind::User, Some(password)) => {
+                ctx.passwords
+                    .policy
+                    .check(password)
+                    .map_err(ServiceError::Invalid)?;
+                (Some(ctx.passwords.hash(password).await?), None, None)
+            }
+            (Kind::User, None) => {
+                return Err(ServiceError::Invalid("a user needs a password".into()));
+            }
+            (Kind::Technical, None) => {
+                let secret = new_secret()?;
+                (None, Some(opaque::digest(secret.expose())), Some(secret))
+            }
+            (Kind::Technical, Some(_)) => {
+                return Err(ServiceError::Invalid(
+                    "a technical user gets a generated secret, not a password".into(),
+                ));
+            }
+        };
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    if rows::find_by_username(conn, &name.key)?.is_some() {
+                        return Err(ServiceError::Conflict(
+                            "a user with this username exists".into(),
+                        ));
                     }
-                    .to_owned(),
-                    password_hash: password_hash.clone(),
-                    secret_digest: secret_digest.clone(),
-                    system_roles: DbNames(system_roles.clone()),
-                    created_at: now,
-                    last_modified: now,
-                    disabled_at: None,
-                };
-                rows::insert(conn, &row)?;
-                audit::record(conn, now.0, &meta, event("user.create", caller, id))?;
-                Ok(())
+                    let row = UserRow {
+                        id: DbUuid(id),
+                        username: name.display.clone(),
+                        username_key: name.key.clone(),
+                        kind: if new.kind == Kind::User {
+                            USER_KIND
+                        } else {
+                            TECHNICAL_KIND
+                        }
+                        .to_owned(),
+                        password_hash: password_hash.clone(),
+                        secret_digest: secret_digest.clone(),
+                        system_roles: DbNames(system_roles.clone()),
+                        created_at: now,
+                        last_modified: now,
+                        disabled_at: None,
+                    };
+                    rows::insert(conn, &row)?;
+                    audit::record(conn, now.0, &meta, event("user.create", caller, id))?;
+                    Ok(())
+                })
             })
-        })
-        .await?;
-    Ok(Created { id, client_secret })
+            .await?;
+        Ok(Created { id, client_secret })
+    };
+    audit::or_failure(ctx, meta, event("user.create", caller, id), attempt.await).await
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
@@ -181,60 +186,69 @@ pub async fn update(
     id: Uuid,
     changes: UserChanges,
 ) -> Result<(), ServiceError> {
-    let roles = changes
-        .system_roles
-        .as_deref()
-        .map(|r| validate_system_roles(&ctx.config.roles, r))
-        .transpose()
-        .map_err(ServiceError::Invalid)?;
-    let hash = match &changes.password {
-        Some(password) => {
-            ctx.passwords
-                .policy
-                .check(password)
-                .map_err(ServiceError::Invalid)?;
-            Some(ctx.passwords.hash(password).await?)
-        }
-        None => None,
-    };
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                let mut row =
-                    rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-                let mut revoke = false;
-                if let Some(hash) = hash {
-                    if row.kind != USER_KIND {
-                        return Err(ServiceError::Invalid(
-                            "a technical user has no password".into(),
-                        ));
-                    }
-                    row.password_hash = Some(hash);
-                    revoke = true;
-                }
-                if let Some(roles) = roles {
-                    row.system_roles = DbNames(roles);
-                }
-                match changes.disabled {
-                    Some(true) if row.disabled_at.is_none() => {
-                        row.disabled_at = Some(now);
+    let attempt = async {
+        let roles = changes
+            .system_roles
+            .as_deref()
+            .map(|r| validate_system_roles(&ctx.config.roles, r))
+            .transpose()
+            .map_err(ServiceError::Invalid)?;
+        let hash = match &changes.password {
+            Some(password) => {
+                ctx.passwords
+                    .policy
+                    .check(password)
+                    .map_err(ServiceError::Invalid)?;
+                Some(ctx.passwords.hash(password).await?)
+            }
+            None => None,
+        };
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    let mut row =
+                        rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                    let mut revoke = false;
+                    if let Some(hash) = hash {
+                        if row.kind != USER_KIND {
+                            return Err(ServiceError::Invalid(
+                                "a technical user has no password".into(),
+                            ));
+                        }
+                        row.password_hash = Some(hash);
                         revoke = true;
                     }
-                    Some(false) => row.disabled_at = None,
-                    _ => {}
-                }
-                row.last_modified = now;
-                rows::update(conn, &row)?;
-                if revoke {
-                    refresh_tokens::revoke_user(conn, row.id, now)?;
-                }
-                audit::record(conn, now.0, &meta, event("user.update", Some(caller), id))?;
-                Ok(())
+                    if let Some(roles) = roles {
+                        row.system_roles = DbNames(roles);
+                    }
+                    match changes.disabled {
+                        Some(true) if row.disabled_at.is_none() => {
+                            row.disabled_at = Some(now);
+                            revoke = true;
+                        }
+                        Some(false) => row.disabled_at = None,
+                        _ => {}
+                    }
+                    row.last_modified = now;
+                    rows::update(conn, &row)?;
+                    if revoke {
+                        refresh_tokens::revoke_user(conn, row.id, now)?;
+                    }
+                    audit::record(conn, now.0, &meta, event("user.update", Some(caller), id))?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("user.update", Some(caller), id),
+        attempt.await,
+    )
+    .await
 }
 
 pub async fn delete(
@@ -243,19 +257,28 @@ pub async fn delete(
     caller: Caller,
     id: Uuid,
 ) -> Result<(), ServiceError> {
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = ctx2.now();
-                if !rows::delete(conn, DbUuid(id))? {
-                    return Err(ServiceError::NotFound("user"));
-                }
-                audit::record(conn, now, &meta, event("user.delete", Some(caller), id))?;
-                Ok(())
+    let attempt = async {
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = ctx2.now();
+                    if !rows::delete(conn, DbUuid(id))? {
+                        return Err(ServiceError::NotFound("user"));
+                    }
+                    audit::record(conn, now, &meta, event("user.delete", Some(caller), id))?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("user.delete", Some(caller), id),
+        attempt.await,
+    )
+    .await
 }
 
 /// Issues a new secret for a technical user; the old one stops working.
@@ -265,34 +288,43 @@ pub async fn rotate_secret(
     caller: Caller,
     id: Uuid,
 ) -> Result<Secret, ServiceError> {
-    let secret = new_secret()?;
-    let digest = opaque::digest(secret.expose());
-    let (ctx2, meta) = (ctx.clone(), meta.clone());
-    ctx.store
-        .run(move |conn| {
-            conn.transaction::<_, ServiceError, _>(|conn| {
-                let now = DbTime::from(ctx2.now());
-                let mut row =
-                    rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-                if row.kind != TECHNICAL_KIND {
-                    return Err(ServiceError::Invalid(
-                        "only a technical user has a client secret".into(),
-                    ));
-                }
-                row.secret_digest = Some(digest.clone());
-                row.last_modified = now;
-                rows::update(conn, &row)?;
-                audit::record(
-                    conn,
-                    now.0,
-                    &meta,
-                    event("user.secret_rotate", Some(caller), id),
-                )?;
-                Ok(())
+    let attempt = async {
+        let secret = new_secret()?;
+        let digest = opaque::digest(secret.expose());
+        let (ctx2, meta) = (ctx.clone(), meta.clone());
+        ctx.store
+            .run(move |conn| {
+                conn.transaction::<_, ServiceError, _>(|conn| {
+                    let now = DbTime::from(ctx2.now());
+                    let mut row =
+                        rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                    if row.kind != TECHNICAL_KIND {
+                        return Err(ServiceError::Invalid(
+                            "only a technical user has a client secret".into(),
+                        ));
+                    }
+                    row.secret_digest = Some(digest.clone());
+                    row.last_modified = now;
+                    rows::update(conn, &row)?;
+                    audit::record(
+                        conn,
+                        now.0,
+                        &meta,
+                        event("user.secret_rotate", Some(caller), id),
+                    )?;
+                    Ok(())
+                })
             })
-        })
-        .await?;
-    Ok(secret)
+            .await?;
+        Ok(secret)
+    };
+    audit::or_failure(
+        ctx,
+        meta,
+        event("user.secret_rotate", Some(caller), id),
+        attempt.await,
+    )
+    .await
 }
 
 #[derive(Debug, Clone, Serialize)]

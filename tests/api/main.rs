@@ -8,6 +8,7 @@
 
 mod helpers;
 
+mod audit;
 mod foundation;
 mod organisations;
 mod tokens;

@@ -266,3 +266,152 @@ async fn government_scenario_on_postgres() {
 async fn government_scenario_on_sqlite() {
     government(TestApp::spawn(crate::helpers::Backend::Sqlite).await).await;
 }
+
+/// University: two issuer organisations with separate staff; diploma
+/// issuers cannot issue badges and badge issuers cannot issue diplomas.
+/// Then one is deactivated (tokens stop, data stays visible, reactivation
+/// works) and the other deleted (gone, its audit trail kept).
+async fn university(app: TestApp) {
+    let admin = app.admin_token().await;
+    let academic = app
+        .create_org(&admin, "Academic Credentials", &["ISSUER"])
+        .await;
+    let employee = app
+        .create_org(&admin, "Employee Credentials", &["ISSUER"])
+        .await;
+    let registrar = app
+        .create_user(&admin, "registrar", &["ISSUING_OPERATOR"])
+        .await;
+    let hr = app
+        .create_user(&admin, "hr.badges", &["ISSUING_OPERATOR"])
+        .await;
+    app.add_member(&admin, academic, registrar).await;
+    app.add_member(&admin, employee, hr).await;
+    for (user, own, other) in [
+        ("registrar", academic, employee),
+        ("hr.badges", employee, academic),
+    ] {
+        app.login(user, &password_of(user), Some(own)).await;
+        let other = other.to_string();
+        let refused = app
+            .token_request(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", &password_of(user)),
+                ("organisation_id", &other),
+            ])
+            .await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::BAD_REQUEST,
+            "{user} cannot issue for the other side"
+        );
+    }
+    app.patch_json(
+        &format!("{ORGS}/{academic}"),
+        &admin,
+        &json!({"deactivate": true}),
+    )
+    .await;
+    let academic_s = academic.to_string();
+    let stopped = app
+        .token_request(&[
+            ("grant_type", "password"),
+            ("username", "registrar"),
+            ("password", &password_of("registrar")),
+            ("organisation_id", &academic_s),
+        ])
+        .await;
+    assert_eq!(stopped.status(), StatusCode::BAD_REQUEST);
+    let members: Value = app
+        .get(&format!("{ORGS}/{academic}/member"), &admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        members["values"][0]["username"], "registrar",
+        "data stays visible"
+    );
+    app.patch_json(
+        &format!("{ORGS}/{academic}"),
+        &admin,
+        &json!({"deactivate": false}),
+    )
+    .await;
+    app.login("registrar", &password_of("registrar"), Some(academic))
+        .await;
+    assert_eq!(
+        app.delete(&format!("{ORGS}/{employee}"), &admin)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&format!("{ORGS}/{employee}"), &admin)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !app.audit(&admin, &format!("organisationId={employee}"))
+            .await
+            .is_empty(),
+        "audit kept"
+    );
+}
+
+/// Enterprise: four holder organisations; Finance staff cannot obtain a
+/// Procurement token.
+async fn enterprise(app: TestApp) {
+    let admin = app.admin_token().await;
+    let mut orgs = Vec::new();
+    for name in ["HR", "Finance", "Legal", "Procurement"] {
+        orgs.push(app.create_org(&admin, name, &["HOLDER"]).await);
+    }
+    let finance = app
+        .create_user(&admin, "finance.clerk", &["WALLET_USER"])
+        .await;
+    app.add_member(&admin, orgs[1], finance).await;
+    let token = app
+        .login(
+            "finance.clerk",
+            &password_of("finance.clerk"),
+            Some(orgs[1]),
+        )
+        .await;
+    assert!(
+        crate::helpers::permissions(token["access_token"].as_str().expect("at"))
+            .contains(&"HOLDER_CREDENTIAL_LIST".to_owned())
+    );
+    let procurement = orgs[3].to_string();
+    let refused = app
+        .token_request(&[
+            ("grant_type", "password"),
+            ("username", "finance.clerk"),
+            ("password", &password_of("finance.clerk")),
+            ("organisation_id", &procurement),
+        ])
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn university_scenario_on_postgres() {
+    university(TestApp::spawn(crate::helpers::Backend::Postgres).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn university_scenario_on_sqlite() {
+    university(TestApp::spawn(crate::helpers::Backend::Sqlite).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enterprise_scenario_on_postgres() {
+    enterprise(TestApp::spawn(crate::helpers::Backend::Postgres).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enterprise_scenario_on_sqlite() {
+    enterprise(TestApp::spawn(crate::helpers::Backend::Sqlite).await).await;
+}

@@ -67,6 +67,7 @@ pub fn authorise(
     let permissions = match organisation {
         None => system_token_permissions(&user_permissions),
         Some(id) => {
+            organisations::lock_for_grant(conn, DbUuid(id))?;
             let Some(org) = memberships::organisation_of_member(conn, DbUuid(id), user.id)? else {
                 return Ok(Err(
                     "not a member of the organisation, or no such organisation".into(),
