@@ -73,13 +73,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let (w, u) = (median(&mut wrong), median(&mut unknown));
         let ratio = u.as_secs_f64() / w.as_secs_f64();
-        println!("round {round}: wrong password {:.2} ms, unknown user {:.2} ms, ratio {ratio:.3}", w.as_secs_f64() * 1e3, u.as_secs_f64() * 1e3);
+        println!(
+            "round {round}: wrong password {:.2} ms, unknown user {:.2} ms, ratio {ratio:.3}",
+            w.as_secs_f64() * 1e3,
+            u.as_secs_f64() * 1e3
+        );
         ratios.push(ratio);
     }
     ratios.sort_by(f64::total_cmp);
     let spread = ratios[ratios.len() - 1] - ratios[0];
     let median_ratio = ratios[ratios.len() / 2];
     let verdict = if (0.9..=1.1).contains(&median_ratio) { "within" } else { "OUTSIDE" };
-    println!("R1c unknown-user / wrong-password median login time: {median_ratio:.3} (spread {spread:.3}); {verdict} the 0.9-1.1 target");
+    println!(
+        "R1c unknown-user / wrong-password median login time: {median_ratio:.3} (spread {spread:.3}); {verdict} the 0.9-1.1 target"
+    );
     Ok(())
 }

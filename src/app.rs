@@ -51,10 +51,7 @@ fn prepare_sqlite_directory(url: &DatabaseUrl) -> Result<(), StartError> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
-    let fail = |reason: String| StartError::DataDirectory {
-        path: dir.display().to_string(),
-        reason,
-    };
+    let fail = |reason: String| StartError::DataDirectory { path: dir.display().to_string(), reason };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let probe = dir.join(".sts-write-probe");
     std::fs::write(&probe, b"").map_err(|e| fail(format!("not writable ({e})")))?;
@@ -67,14 +64,9 @@ pub async fn migrate(config: &Config) -> Result<Vec<String>, StartError> {
     prepare_sqlite_directory(&config.database)?;
     let settings = connection_settings(config);
     let url = config.database.to_string();
-    let fail = move |reason: String| StartError::Database {
-        url: url.clone(),
-        reason,
-    };
+    let fail = move |reason: String| StartError::Database { url: url.clone(), reason };
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut conn = settings
-            .establish()
-            .map_err(|e| first_line(&e.to_string()))?;
+        let mut conn = settings.establish().map_err(|e| first_line(&e.to_string()))?;
         store::migrations::run_pending(&mut conn).map_err(|e| first_line(&e.to_string()))
     })
     .await
@@ -89,82 +81,56 @@ fn first_line(text: &str) -> String {
 /// A started server and what tests and `main` need of it.
 pub struct Application {
     server: Server,
-    port: u16,
+    address: std::net::SocketAddr,
     state: web::Data<AppState>,
     grace: Duration,
 }
 
+/// Everything but the HTTP server: migrates, opens the pool, loads the keys
+/// and the password hasher. Commands that work on the data (`sts user
+/// create`) use this and never bind a port.
+pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Context, StartError> {
+    migrate(&config).await?;
+    let db = &config.settings.database;
+    let store = Store::new(
+        connection_settings(&config),
+        &PoolSettings { max_size: db.pool_size, acquire_timeout: Duration::from_millis(db.acquire_timeout_ms) },
+    );
+    let keys = Arc::new(KeyRing::load_or_create(&config.settings.keys.dir, clock.now())?);
+    let tokens = &config.settings.tokens;
+    let verifier =
+        Verifier::new(&config.issuer, &tokens.audience, tokens.leeway_secs, tokens.access_ttl_secs, clock.clone());
+    let pw = &config.settings.passwords;
+    let passwords = Passwords::new(
+        config.argon2.clone(),
+        config.hashing_threads,
+        Duration::from_millis(pw.queue_timeout_ms),
+        PasswordPolicy { min_chars: pw.min_chars, max_bytes: pw.max_bytes },
+    )
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    Ok(Context { config: Arc::new(config), store, keys, verifier, clock, passwords })
+}
+
 impl Application {
-    /// Migrates, loads keys, bootstraps the admin, binds. The server runs
-    /// once [`Application::run_until_stopped`] (or the server future) is polled.
+    /// Prepares the context, bootstraps the admin, starts the background
+    /// jobs and binds. The server runs once [`Application::run_until_stopped`]
+    /// (or [`Application::run_until_signalled`]) is awaited.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        migrate(&config).await?;
-        let db = &config.settings.database;
-        let store = Store::new(
-            connection_settings(&config),
-            &PoolSettings {
-                max_size: db.pool_size,
-                acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
-            },
-        );
-        let keys = Arc::new(KeyRing::load_or_create(
-            &config.settings.keys.dir,
-            clock.now(),
-        )?);
-        let tokens = &config.settings.tokens;
-        let verifier = Verifier::new(
-            &config.issuer,
-            &tokens.audience,
-            tokens.leeway_secs,
-            tokens.access_ttl_secs,
-            clock.clone(),
-        );
-        let pw = &config.settings.passwords;
-        let passwords = Passwords::new(
-            config.argon2.clone(),
-            config.hashing_threads,
-            Duration::from_millis(pw.queue_timeout_ms),
-            PasswordPolicy {
-                min_chars: pw.min_chars,
-                max_bytes: pw.max_bytes,
-            },
-        )
-        .map_err(|e| StartError::Other(e.to_string()))?;
-        let grace = Duration::from_secs(config.settings.server.shutdown_grace_secs);
-        let (listen, workers) = (config.listen, config.workers);
-        let limits = (
-            config.settings.server.body_limit_bytes,
-            config.settings.server.token_body_limit_bytes,
-        );
-        let ctx = Context {
-            config: Arc::new(config),
-            store,
-            keys,
-            verifier,
-            clock,
-            passwords,
-        };
-        if let Some((username, password)) = users::bootstrap(&ctx)
-            .await
-            .map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
+        let ctx = prepare(config, clock).await?;
+        if let Some((username, password)) =
+            users::bootstrap(&ctx).await.map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
         {
             // Shown once, on the terminal only: never through the logger.
-            println!(
-                "created user `{username}` with system role ADMIN and password: {}",
-                password.expose()
-            );
+            println!("created user `{username}` with system role ADMIN and password: {}", password.expose());
         }
-
         crate::service::audit::spawn_retention(ctx.clone());
 
-        let listener = TcpListener::bind(listen).map_err(|e| StartError::Bind {
-            address: listen.to_string(),
-            reason: e.to_string(),
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| StartError::Other(e.to_string()))?
-            .port();
+        let server_settings = &ctx.config.settings.server;
+        let grace = Duration::from_secs(server_settings.shutdown_grace_secs);
+        let (listen, workers) = (ctx.config.listen, ctx.config.workers);
+        let bind_error = |e: std::io::Error| StartError::Bind { address: listen.to_string(), reason: e.to_string() };
+        let listener = TcpListener::bind(listen).map_err(bind_error)?;
+        let address = listener.local_addr().map_err(bind_error)?;
         let state = web::Data::new(AppState {
             ctx,
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -172,30 +138,24 @@ impl Application {
         });
         let data = state.clone();
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap(from_fn(api::middleware::observe))
-                .configure(|cfg| api::routes(cfg, limits.0, limits.1))
+            App::new().app_data(data.clone()).wrap(from_fn(api::middleware::observe)).configure(api::routes)
         })
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(grace.as_secs())
         .listen(listener)
-        .map_err(|e| StartError::Bind {
-            address: listen.to_string(),
-            reason: e.to_string(),
-        })?
+        .map_err(bind_error)?
         .run();
-        Ok(Self {
-            server,
-            port,
-            state,
-            grace,
-        })
+        Ok(Self { server, address, state, grace })
+    }
+
+    /// The address actually bound (port 0 becomes the real port).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.address.port()
     }
 
     pub fn context(&self) -> &Context {
@@ -230,10 +190,7 @@ impl Application {
         let grace = self.grace;
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!(
-                grace_secs = grace.as_secs(),
-                "shutting down: draining in-flight requests"
-            );
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
             trigger();
         });
         self.server.await
@@ -242,10 +199,7 @@ impl Application {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -63,10 +63,7 @@ pub struct AuditSettings {
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self {
-            retention_days: 0,
-            purge_interval_secs: 3_600,
-        }
+        Self { retention_days: 0, purge_interval_secs: 3_600 }
     }
 }
 
@@ -138,10 +135,7 @@ impl std::fmt::Debug for BootstrapSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BootstrapSettings")
             .field("admin_username", &self.admin_username)
-            .field(
-                "admin_password",
-                &self.admin_password.as_ref().map(|_| "***"),
-            )
+            .field("admin_password", &self.admin_password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -164,26 +158,19 @@ pub struct LogSettings {
 
 impl Default for KeySettings {
     fn default() -> Self {
-        Self {
-            dir: PathBuf::from("keys"),
-        }
+        Self { dir: PathBuf::from("keys") }
     }
 }
 
 impl Default for RoleSettings {
     fn default() -> Self {
-        Self {
-            file: PathBuf::from(DEFAULT_ROLES_FILE),
-        }
+        Self { file: PathBuf::from(DEFAULT_ROLES_FILE) }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Auto,
-        }
+        Self { level: "info".into(), format: LogFormat::Auto }
     }
 }
 
@@ -248,18 +235,12 @@ pub struct ConfigError {
 }
 
 fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting: setting.to_owned(),
-        reason: reason.into(),
-    }
+    ConfigError { setting: setting.to_owned(), reason: reason.into() }
 }
 
 /// The variable that overrides a setting, for error messages.
 fn variable_for(setting: &str) -> Option<&'static str> {
-    ENVIRONMENT
-        .iter()
-        .find(|(_, key)| *key == setting)
-        .map(|(var, _)| *var)
+    ENVIRONMENT.iter().find(|(_, key)| *key == setting).map(|(var, _)| *var)
 }
 
 fn named(setting: &str) -> String {
@@ -280,17 +261,15 @@ impl Settings {
         if path.exists() {
             figment = figment.merge(Toml::file_exact(&path));
         } else if explicit {
-            return Err(invalid(
-                "STS_CONFIG",
-                format!("file {} does not exist", path.display()),
-            ));
+            return Err(invalid("STS_CONFIG", format!("file {} does not exist", path.display())));
         }
         for (var, key) in ENVIRONMENT {
             let Some(value) = env(var) else { continue };
             if key.ends_with("_secs") {
-                let number: u64 = value.trim().parse().map_err(|_| {
-                    invalid(&named(key), format!("`{value}` is not a whole number"))
-                })?;
+                let number: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(&named(key), format!("`{value}` is not a whole number")))?;
                 figment = figment.merge((key, number));
             } else {
                 figment = figment.merge((key, value));
@@ -298,29 +277,23 @@ impl Settings {
         }
         figment.extract().map_err(|e| {
             let key = e.path.join(".");
-            let setting = if key.is_empty() {
-                path.display().to_string()
-            } else {
-                named(&key)
-            };
+            let setting = if key.is_empty() { path.display().to_string() } else { named(&key) };
             invalid(&setting, e.kind.to_string())
         })
     }
 
     /// Checks every value and derives the typed configuration the app runs on.
     pub fn resolve(self) -> Result<Config, ConfigError> {
-        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
-            invalid(
-                &named("server.listen"),
-                "expected HOST:PORT, e.g. 127.0.0.1:8080",
-            )
-        })?;
+        let listen: SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| invalid(&named("server.listen"), "expected HOST:PORT, e.g. 127.0.0.1:8080"))?;
         let database = DatabaseUrl::parse(self.database.url.as_deref())
             .map_err(|reason| invalid(&named("database.url"), reason))?;
         let issuer = match &self.tokens.issuer {
             Some(issuer) => {
-                url::Url::parse(issuer)
-                    .map_err(|_| invalid(&named("tokens.issuer"), "must be an absolute URL"))?;
+                url::Url::parse(issuer).map_err(|_| invalid(&named("tokens.issuer"), "must be an absolute URL"))?;
                 issuer.trim_end_matches('/').to_owned()
             }
             None => format!("http://{listen}"),
@@ -331,23 +304,11 @@ impl Settings {
         let positive = [
             ("tokens.access_ttl_secs", self.tokens.access_ttl_secs),
             ("tokens.refresh_ttl_secs", self.tokens.refresh_ttl_secs),
-            (
-                "tokens.refresh_family_ttl_secs",
-                self.tokens.refresh_family_ttl_secs,
-            ),
-            (
-                "server.body_limit_bytes",
-                self.server.body_limit_bytes as u64,
-            ),
-            (
-                "server.token_body_limit_bytes",
-                self.server.token_body_limit_bytes as u64,
-            ),
+            ("tokens.refresh_family_ttl_secs", self.tokens.refresh_family_ttl_secs),
+            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
+            ("server.token_body_limit_bytes", self.server.token_body_limit_bytes as u64),
             ("database.pool_size", u64::from(self.database.pool_size)),
-            (
-                "database.acquire_timeout_ms",
-                self.database.acquire_timeout_ms,
-            ),
+            ("database.acquire_timeout_ms", self.database.acquire_timeout_ms),
             ("passwords.max_bytes", self.passwords.max_bytes as u64),
             ("audit.purge_interval_secs", self.audit.purge_interval_secs),
         ];
@@ -355,23 +316,11 @@ impl Settings {
             return Err(invalid(&named(key), "must be greater than 0"));
         }
         if self.tokens.leeway_secs > 60 {
-            return Err(invalid(
-                &named("tokens.leeway_secs"),
-                "at most 60 seconds (RFC 7519 §4.1.4)",
-            ));
+            return Err(invalid(&named("tokens.leeway_secs"), "at most 60 seconds (RFC 7519 §4.1.4)"));
         }
-        let argon2 = argon2::Params::new(
-            self.passwords.memory_kib,
-            self.passwords.iterations,
-            self.passwords.parallelism,
-            None,
-        )
-        .map_err(|e| {
-            invalid(
-                "`passwords.memory_kib/iterations/parallelism`",
-                e.to_string(),
-            )
-        })?;
+        let argon2 =
+            argon2::Params::new(self.passwords.memory_kib, self.passwords.iterations, self.passwords.parallelism, None)
+                .map_err(|e| invalid("`passwords.memory_kib/iterations/parallelism`", e.to_string()))?;
         let roles = self.load_roles()?;
         if let Some(name) = &self.bootstrap.admin_username {
             crate::domain::names::username(name)
@@ -386,19 +335,11 @@ impl Settings {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Config {
             listen,
-            workers: if self.server.workers == 0 {
-                cores
-            } else {
-                self.server.workers
-            },
+            workers: if self.server.workers == 0 { cores } else { self.server.workers },
             database,
             issuer,
             argon2,
-            hashing_threads: if self.passwords.hashing_threads == 0 {
-                cores
-            } else {
-                self.passwords.hashing_threads
-            },
+            hashing_threads: if self.passwords.hashing_threads == 0 { cores } else { self.passwords.hashing_threads },
             roles,
             settings: self,
         })
@@ -410,10 +351,7 @@ impl Settings {
             Ok(text) => text,
             Err(_) if file == Path::new(DEFAULT_ROLES_FILE) => DEFAULT_ROLES.to_owned(),
             Err(e) => {
-                return Err(invalid(
-                    &named("roles.file"),
-                    format!("{}: {e}", file.display()),
-                ));
+                return Err(invalid(&named("roles.file"), format!("{}: {e}", file.display())));
             }
         };
         RoleCatalog::from_toml(&text, vocabulary(CORE_PERMISSIONS))
@@ -452,23 +390,15 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Settings::load(&|k| vars.get(k).cloned())?.resolve()
     }
 
     #[test]
     fn defaults_select_sqlite_and_derive_the_issuer_from_the_listen_address() {
         let config = load(&[]).map_err(|e| e.to_string());
-        let Ok(config) = config else {
-            panic!("{config:?}")
-        };
-        assert_eq!(
-            config.database,
-            DatabaseUrl::Sqlite(PathBuf::from("data/sts.db"))
-        );
+        let Ok(config) = config else { panic!("{config:?}") };
+        assert_eq!(config.database, DatabaseUrl::Sqlite(PathBuf::from("data/sts.db")));
         assert_eq!(config.issuer, "http://127.0.0.1:8080");
         assert_eq!(config.settings.tokens.access_ttl_secs, 300);
     }
@@ -480,9 +410,7 @@ mod tests {
             ("STS_ACCESS_TOKEN_TTL", "120"),
             ("STS_LISTEN", "0.0.0.0:9000"),
         ]);
-        let Ok(config) = config else {
-            panic!("{config:?}")
-        };
+        let Ok(config) = config else { panic!("{config:?}") };
         assert!(config.database.is_postgres());
         assert_eq!(config.settings.tokens.access_ttl_secs, 120);
         assert_eq!(config.issuer, "http://0.0.0.0:9000");
@@ -490,26 +418,15 @@ mod tests {
 
     #[test]
     fn a_bad_setting_is_named_with_its_variable() {
-        let err = load(&[("STS_ACCESS_TOKEN_TTL", "five")])
-            .err()
-            .map(|e| e.to_string());
+        let err = load(&[("STS_ACCESS_TOKEN_TTL", "five")]).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some(
-                "invalid setting `tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL): `five` is not a whole number"
-            )
+            Some("invalid setting `tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL): `five` is not a whole number")
         );
-        let err = load(&[("DATABASE_URL", "mysql://x")])
-            .err()
-            .map(|e| e.setting);
+        let err = load(&[("DATABASE_URL", "mysql://x")]).err().map(|e| e.setting);
         assert_eq!(err.as_deref(), Some("`database.url` (DATABASE_URL)"));
-        let err = load(&[("STS_ACCESS_TOKEN_TTL", "0")])
-            .err()
-            .map(|e| e.setting);
-        assert_eq!(
-            err.as_deref(),
-            Some("`tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL)")
-        );
+        let err = load(&[("STS_ACCESS_TOKEN_TTL", "0")]).err().map(|e| e.setting);
+        assert_eq!(err.as_deref(), Some("`tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL)"));
     }
 
     #[test]

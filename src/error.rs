@@ -20,8 +20,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or invalid access token")]
     Unauthenticated,
-    #[error("the token lacks the permission {0}")]
-    Forbidden(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("method not allowed")]
@@ -38,10 +38,12 @@ pub enum ApiError {
     Internal,
 }
 
-#[derive(Serialize)]
-struct CoreError<'a> {
-    code: &'static str,
-    message: &'a str,
+/// Core's error shape, for every route but the token endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code, `STS_0001` … `STS_0010`.
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl ApiError {
@@ -83,8 +85,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::Unauthenticated => {
-                response
-                    .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
+                response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
             }
             Self::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -94,10 +95,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(CoreError {
-            code: self.code(),
-            message: &message,
-        })
+        response.json(ErrorBody { code: self.code(), message })
     }
 }
 
@@ -107,6 +105,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(message) => Self::BadRequest(message),
             ServiceError::NotFound(what) => Self::NotFound(what),
             ServiceError::Conflict(message) => Self::Conflict(message),
+            ServiceError::Forbidden(message) => Self::Forbidden(message),
             ServiceError::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "database unavailable");
                 Self::Unavailable
@@ -126,13 +125,13 @@ pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: &'static str,
-    basic_auth: bool,
 }
 
-#[derive(Serialize)]
-struct OAuthBody {
-    error: &'static str,
-    error_description: &'static str,
+/// RFC 6749 §5.2 error body of the token endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OAuthBody {
+    pub error: &'static str,
+    pub error_description: &'static str,
 }
 
 impl std::fmt::Display for OAuthError {
@@ -143,12 +142,12 @@ impl std::fmt::Display for OAuthError {
 
 impl OAuthError {
     pub fn invalid_request(description: &'static str) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            error: "invalid_request",
-            description,
-            basic_auth: false,
-        }
+        Self { status: StatusCode::BAD_REQUEST, error: "invalid_request", description }
+    }
+
+    /// The body exceeded the token endpoint's limit (checked before parsing).
+    pub fn payload_too_large() -> Self {
+        Self { status: StatusCode::PAYLOAD_TOO_LARGE, error: "invalid_request", description: "request body too large" }
     }
 
     pub fn error_code(&self) -> &'static str {
@@ -162,50 +161,24 @@ impl From<GrantError> for OAuthError {
             GrantError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", *d),
             // One description for every refused grant: the answer must not
             // tell an unknown user from a wrong password or a locked account.
-            GrantError::InvalidGrant(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the grant is invalid, expired or revoked",
-            ),
-            GrantError::InvalidClient { .. } => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client authentication failed",
-            ),
-            GrantError::UnsupportedGrantType => (
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "the grant type is not supported",
-            ),
+            GrantError::InvalidGrant(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_grant", "the grant is invalid, expired or revoked")
+            }
+            GrantError::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"),
+            GrantError::UnsupportedGrantType => {
+                (StatusCode::BAD_REQUEST, "unsupported_grant_type", "the grant type is not supported")
+            }
             GrantError::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "token endpoint unavailable");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again later",
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again later")
             }
-            GrantError::Busy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again later",
-            ),
+            GrantError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again later"),
             GrantError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error at the token endpoint");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal error",
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
             }
         };
-        let basic_auth = matches!(error, GrantError::InvalidClient { basic: true });
-        Self {
-            status,
-            error: code,
-            description,
-            basic_auth,
-        }
+        Self { status, error: code, description }
     }
 }
 
@@ -218,20 +191,14 @@ impl ResponseError for OAuthError {
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.basic_auth {
-                r#"Basic realm="sts""#
-            } else {
-                r#"Bearer realm="sts""#
-            };
-            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+            // Client authentication is HTTP Basic (or the body): the
+            // challenge names the scheme a client can answer with.
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="sts""#));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
-        response.json(OAuthBody {
-            error: self.error,
-            error_description: self.description,
-        })
+        response.json(OAuthBody { error: self.error, error_description: self.description })
     }
 }
 
@@ -244,7 +211,7 @@ mod tests {
         let table = [
             (ApiError::BadRequest("x".into()), 400, "STS_0001"),
             (ApiError::Unauthenticated, 401, "STS_0002"),
-            (ApiError::Forbidden("STS_USER_LIST"), 403, "STS_0003"),
+            (ApiError::Forbidden("no".into()), 403, "STS_0003"),
             (ApiError::NotFound("organisation"), 404, "STS_0004"),
             (ApiError::Conflict("x".into()), 409, "STS_0005"),
             (ApiError::PayloadTooLarge(1), 413, "STS_0006"),
@@ -263,21 +230,9 @@ mod tests {
     fn grant_errors_map_to_rfc_6749_codes() {
         let table = [
             (GrantError::InvalidRequest("x"), 400, "invalid_request"),
-            (
-                GrantError::InvalidGrant("bad password".into()),
-                400,
-                "invalid_grant",
-            ),
-            (
-                GrantError::InvalidClient { basic: true },
-                401,
-                "invalid_client",
-            ),
-            (
-                GrantError::UnsupportedGrantType,
-                400,
-                "unsupported_grant_type",
-            ),
+            (GrantError::InvalidGrant("bad password".into()), 400, "invalid_grant"),
+            (GrantError::InvalidClient, 401, "invalid_client"),
+            (GrantError::UnsupportedGrantType, 400, "unsupported_grant_type"),
             (GrantError::Busy, 503, "temporarily_unavailable"),
         ];
         for (error, status, code) in table {
@@ -289,9 +244,7 @@ mod tests {
 
     #[test]
     fn internal_errors_never_show_their_cause() {
-        let error = ApiError::from(ServiceError::Internal(anyhow::anyhow!(
-            "relation users does not exist"
-        )));
+        let error = ApiError::from(ServiceError::Internal(anyhow::anyhow!("relation users does not exist")));
         assert_eq!(error.to_string(), "internal error");
     }
 }

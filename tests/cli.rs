@@ -2,10 +2,7 @@
 //! one line, `migrate` works, `serve` starts on SQLite with no other step and
 //! stops cleanly on SIGTERM.
 
-#![expect(
-    clippy::expect_used,
-    reason = "test set-up fails loudly, with the reason, where it cannot go on"
-)]
+#![expect(clippy::expect_used, reason = "test set-up fails loudly, with the reason, where it cannot go on")]
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -52,10 +49,7 @@ fn a_bad_setting_stops_with_exit_2_and_one_line_naming_it() {
 fn an_unreachable_database_or_unwritable_data_directory_stops_with_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut command = sts(dir.path());
-    command.arg("migrate").env(
-        "DATABASE_URL",
-        "postgres://nobody@127.0.0.1:1/none?connect_timeout=2",
-    );
+    command.arg("migrate").env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?connect_timeout=2");
     let (code, stderr) = failure_line(command);
     assert_eq!((code, stderr.lines().count()), (Some(2), 1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -64,10 +58,7 @@ fn an_unreachable_database_or_unwritable_data_directory_stops_with_exit_2() {
     std::fs::create_dir(&locked).expect("mkdir");
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).expect("chmod");
     let mut command = sts(dir.path());
-    command.arg("migrate").env(
-        "DATABASE_URL",
-        format!("sqlite://{}/sub/sts.db", locked.display()),
-    );
+    command.arg("migrate").env("DATABASE_URL", format!("sqlite://{}/sub/sts.db", locked.display()));
     let (code, stderr) = failure_line(command);
     // root ignores directory modes; the check is only meaningful for others.
     if std::fs::write(locked.join("probe"), b"").is_err() {
@@ -101,11 +92,7 @@ fn help_explains_every_setting() {
 #[test]
 fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let mut child = sts(dir.path())
         .env("STS_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::piped())
@@ -124,18 +111,9 @@ fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
             break;
         }
     }
-    assert!(
-        printed.contains(&format!("listening on http://127.0.0.1:{port}")),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("created user `admin`"),
-        "first start creates admin: {printed}"
-    );
-    assert!(
-        dir.path().join("data/sts.db").exists(),
-        "the SQLite file is created"
-    );
+    assert!(printed.contains(&format!("listening on http://127.0.0.1:{port}")), "{printed}");
+    assert!(printed.contains("created user `admin`"), "first start creates admin: {printed}");
+    assert!(dir.path().join("data/sts.db").exists(), "the SQLite file is created");
     std::thread::spawn(move || for _ in lines {});
 
     let ready = std::process::Command::new("curl")
@@ -145,10 +123,7 @@ fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
     if let Ok(ready) = ready {
         assert_eq!(String::from_utf8_lossy(&ready.stdout), "200");
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
     let started = Instant::now();
     loop {
@@ -156,10 +131,7 @@ fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
             assert_eq!(status.code(), Some(0));
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "exits within the grace period"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "exits within the grace period");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -167,14 +139,11 @@ fn serve_starts_on_sqlite_by_default_and_exits_0_on_sigterm() {
 #[test]
 fn an_unknown_permission_in_the_role_mapping_stops_the_start_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let roles = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/roles.toml"))
-        .expect("roles");
+    let roles = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/roles.toml")).expect("roles");
     let broken = roles.replacen("\"CREDENTIAL_ISSUE\"", "\"CREDENTIAL_ISSUE_ALL\"", 1);
     std::fs::write(dir.path().join("roles.toml"), broken).expect("write");
     let mut command = sts(dir.path());
-    command
-        .arg("migrate")
-        .env("STS_ROLES_FILE", dir.path().join("roles.toml"));
+    command.arg("migrate").env("STS_ROLES_FILE", dir.path().join("roles.toml"));
     let (code, stderr) = failure_line(command);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("CREDENTIAL_ISSUE_ALL"), "{stderr}");
@@ -185,36 +154,16 @@ fn user_create_reads_the_password_from_stdin() {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = sts(dir.path())
-        .args([
-            "user",
-            "create",
-            "--username",
-            "operator",
-            "--system-role",
-            "AUDITOR",
-            "--password-stdin",
-        ])
+        .args(["user", "create", "--username", "operator", "--system-role", "AUDITOR", "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"a-password-long-enough\n")
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(b"a-password-long-enough\n").expect("write");
     let output = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("created user `operator`"), "{stdout}");
-    assert!(
-        !stdout.contains("a-password-long-enough"),
-        "the password is never echoed"
-    );
+    assert!(!stdout.contains("a-password-long-enough"), "the password is never echoed");
 }

@@ -12,7 +12,11 @@ use super::{State, request_meta};
 use crate::error::ApiError;
 use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::organisations::Caller;
+use crate::service::users;
 use crate::tokens::AccessClaims;
+
+/// The audit subject of a request without a valid token.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// A request that carried a valid access token of ours.
 #[derive(Debug)]
@@ -25,16 +29,27 @@ pub struct Authenticated {
 
 impl Authenticated {
     pub fn caller(&self) -> Caller {
-        Caller {
-            sub: self.claims.sub,
-            actor: self.claims.act.as_ref().map(|a| a.sub),
-        }
+        Caller { sub: self.claims.sub, actor: self.claims.act.as_ref().map(|a| a.sub) }
     }
 
-    /// 403 (and an audit event) unless the token holds `permission`.
+    /// 403 (and an audit event) unless the token holds `permission`; 401 if
+    /// its subject (or actor) has since been disabled or deleted: the admin
+    /// API does not wait for the token to expire.
     pub async fn require(&self, permission: &'static str) -> Result<Caller, ApiError> {
         if self.claims.has_permission(permission) {
-            return Ok(self.caller());
+            let caller = self.caller();
+            for id in std::iter::once(caller.sub).chain(caller.actor) {
+                if !users::is_active(&self.state.ctx, id).await? {
+                    let event = AuditEvent::new("admin.denied", Outcome::Denied)
+                        .subject(caller.sub)
+                        .actor(caller.actor)
+                        .target(&self.action)
+                        .reason("401: user disabled or deleted");
+                    record_denial(&self.state, &self.meta, event).await?;
+                    return Err(ApiError::Unauthenticated);
+                }
+            }
+            return Ok(caller);
         }
         let event = AuditEvent::new("admin.denied", Outcome::Denied)
             .subject(self.claims.sub)
@@ -43,36 +58,20 @@ impl Authenticated {
             .target(&self.action)
             .reason(format!("403: missing {permission}"));
         record_denial(&self.state, &self.meta, event).await?;
-        Err(ApiError::Forbidden(permission))
+        Err(ApiError::Forbidden(format!("the token lacks the permission {permission}")))
     }
 }
 
 /// Writes a refusal; if even that cannot be written the answer is 503, so
 /// no refusal goes unrecorded.
-async fn record_denial(
-    state: &State,
-    meta: &RequestMeta,
-    event: AuditEvent,
-) -> Result<(), ApiError> {
-    let clock = state.ctx.clock.clone();
-    let meta = meta.clone();
-    state
-        .ctx
-        .store
-        .run(move |conn| {
-            audit::record(conn, clock.now(), &meta, event).map_err(crate::store::StoreError::from)
-        })
-        .await
-        .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))
+async fn record_denial(state: &State, meta: &RequestMeta, event: AuditEvent) -> Result<(), ApiError> {
+    audit::record_now(&state.ctx, meta, event).await.map_err(ApiError::from)
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 impl FromRequest for Authenticated {
@@ -82,33 +81,23 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<State>().cloned();
         let meta = request_meta(req);
-        let action = format!(
-            "{} {}",
-            req.method(),
-            req.match_pattern().unwrap_or_else(|| req.path().to_owned())
-        );
-        let verified = state.as_ref().map(|s| {
-            bearer(req)
-                .ok_or(None)
-                .and_then(|t| s.ctx.verifier.verify(&s.ctx.keys, t).map_err(Some))
-        });
+        let action = format!("{} {}", req.method(), req.match_pattern().unwrap_or_else(|| req.path().to_owned()));
+        let verified = state
+            .as_ref()
+            .map(|s| bearer(req).ok_or(None).and_then(|t| s.ctx.verifier.verify(&s.ctx.keys, t).map_err(Some)));
         Box::pin(async move {
             let Some(state) = state else {
                 return Err(ApiError::Internal);
             };
             match verified {
-                Some(Ok(claims)) => Ok(Self {
-                    claims,
-                    meta,
-                    state,
-                    action,
-                }),
+                Some(Ok(claims)) => Ok(Self { claims, meta, state, action }),
                 Some(Err(rejection)) => {
                     let reason = match rejection {
                         Some(r) => format!("401: {r}"),
                         None => "401: no bearer token".to_owned(),
                     };
                     let event = AuditEvent::new("admin.denied", Outcome::Denied)
+                        .subject(ANONYMOUS)
                         .target(&action)
                         .reason(reason);
                     record_denial(&state, &meta, event).await?;

@@ -13,10 +13,15 @@ use crate::error::ApiError;
 /// Readiness must answer within this, whatever the database does.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(get, path = "/health/live", tag = "operations", description = "The process answers.",
+    responses((status = 200)))]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "UP"}))
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    description = "200 while the database answers and the service is not shutting down; 503 otherwise.",
+    responses((status = 200), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn ready(state: State) -> Result<HttpResponse, ApiError> {
     if state.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable);
@@ -34,13 +39,14 @@ pub async fn ready(state: State) -> Result<HttpResponse, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    description = "Prometheus text: request counts and latency histograms per route and status.",
+    responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(state: State) -> HttpResponse {
     let (connections, idle) = state.ctx.store.pool_state();
     metrics::with_local_recorder(state.metrics.as_ref(), || {
         metrics::gauge!("db_pool_connections").set(f64::from(connections));
         metrics::gauge!("db_pool_idle_connections").set(f64::from(idle));
     });
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.handle().render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.handle().render())
 }

@@ -23,9 +23,7 @@ pub struct RequestId(pub String);
 /// up in logs and the audit trail.
 fn client_request_id(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
-    let ok = !value.is_empty()
-        && value.len() <= MAX_REQUEST_ID
-        && value.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !value.is_empty() && value.len() <= MAX_REQUEST_ID && value.bytes().all(|b| b.is_ascii_graphic());
     ok.then(|| value.to_owned())
 }
 
@@ -40,16 +38,12 @@ pub async fn observe(
     let mut response = next.call(req).instrument(span.clone()).await?;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     if let Some(state) = response.request().app_data::<State>() {
         metrics::with_local_recorder(state.metrics.as_ref(), || {
             let labels = [("route", route.clone()), ("status", status.to_string())];
             metrics::counter!("http_requests_total", &labels).increment(1);
-            metrics::histogram!("http_request_duration_seconds", &labels)
-                .record(elapsed.as_secs_f64());
+            metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
         });
     }
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod health;
 pub mod jwks;
 pub mod middleware;
+pub mod openapi;
 pub mod organisation;
 pub mod role;
 pub mod token;
@@ -32,9 +33,7 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("ctx", &self.ctx)
-            .finish_non_exhaustive()
+        f.debug_struct("AppState").field("ctx", &self.ctx).finish_non_exhaustive()
     }
 }
 
@@ -43,100 +42,129 @@ pub type State = web::Data<AppState>;
 /// The request id and the peer address, for the audit log.
 pub fn request_meta(req: &HttpRequest) -> RequestMeta {
     RequestMeta {
-        request_id: req
-            .extensions()
-            .get::<middleware::RequestId>()
-            .map(|r| r.0.clone()),
+        request_id: req.extensions().get::<middleware::RequestId>().map(|r| r.0.clone()),
         // The peer only: forwarding headers are client-controlled unless a
         // trusted proxy sets them (RFC 9700 §4.13).
         source_ip: req.peer_addr().map(|a| a.ip().to_string()),
     }
 }
 
-/// The route table: every route of the service, in one place.
-pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, token_body_limit: usize) {
-    cfg.app_data(json_config(body_limit))
-        .app_data(
-            web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()),
-        )
-        .app_data(
-            web::QueryConfig::default()
-                .error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()),
-        )
-        .route("/health/live", web::get().to(health::live))
-        .route("/health/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            web::get().to(token::metadata),
-        )
-        .service(
-            web::scope("/api/sts/token/v1")
-                .app_data(web::PayloadConfig::new(token_body_limit))
-                .route("", web::post().to(token::token))
-                .route("/revoke", web::post().to(token::revoke)),
-        )
-        .service(
-            web::scope("/api/sts/organisation/v1")
-                .route("", web::post().to(organisation::create))
-                .route("", web::get().to(organisation::list))
-                .route("/{id}", web::get().to(organisation::detail))
-                .route("/{id}", web::patch().to(organisation::update))
-                .route("/{id}", web::delete().to(organisation::delete))
-                .route("/{id}/member", web::get().to(organisation::members))
-                .route(
-                    "/{id}/member/{user_id}",
-                    web::put().to(organisation::add_member),
-                )
-                .route(
-                    "/{id}/member/{user_id}",
-                    web::delete().to(organisation::remove_member),
-                )
-                .route(
-                    "/{id}/member/{user_id}/permissions",
-                    web::get().to(organisation::explain),
-                ),
-        )
-        .service(
-            web::scope("/api/sts/user/v1")
-                .route("", web::post().to(user::create))
-                .route("", web::get().to(user::list))
-                .route("/{id}", web::get().to(user::detail))
-                .route("/{id}", web::patch().to(user::update))
-                .route("/{id}", web::delete().to(user::delete))
-                .route("/{id}/secret", web::post().to(user::rotate_secret)),
-        )
-        .route("/api/sts/audit/v1", web::get().to(audit::list))
-        .route("/api/sts/role/v1", web::get().to(role::roles))
-        .route("/api/sts/me/v1", web::get().to(role::me))
-        .default_service(web::to(not_found));
+/// Declares the route table once: it registers every route (each path a
+/// resource that answers 405 to other methods) and lists them in `ROUTES`,
+/// which the OpenAPI test checks against the published description.
+macro_rules! route_table {
+    ($( $path:literal => { $( $method:ident => $handler:path ),+ $(,)? } ),+ $(,)?) => {
+        /// Every (method, path) the service answers, in registration order.
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path) ),+ ),+ ];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(
+                cfg.service(
+                    web::resource($path)
+                        $( .route(web::$method().to($handler)) )+
+                        .default_service(web::to(method_not_allowed)),
+                );
+            )+
+        }
+    };
+}
+
+route_table! {
+    "/health/live" => { get => health::live },
+    "/health/ready" => { get => health::ready },
+    "/metrics" => { get => health::metrics },
+    "/.well-known/jwks.json" => { get => jwks::jwks },
+    "/.well-known/oauth-authorization-server" => { get => token::metadata },
+    "/api/sts/openapi.json" => { get => openapi::document },
+    "/api/sts/token/v1" => { post => token::token },
+    "/api/sts/token/v1/revoke" => { post => token::revoke },
+    "/api/sts/organisation/v1" => { post => organisation::create, get => organisation::list },
+    "/api/sts/organisation/v1/{id}" => {
+        get => organisation::detail,
+        patch => organisation::update,
+        delete => organisation::delete,
+    },
+    "/api/sts/organisation/v1/{id}/member" => { get => organisation::members },
+    "/api/sts/organisation/v1/{id}/member/{userId}" => {
+        put => organisation::add_member,
+        delete => organisation::remove_member,
+    },
+    "/api/sts/organisation/v1/{id}/member/{userId}/permissions" => { get => organisation::explain },
+    "/api/sts/user/v1" => { post => user::create, get => user::list },
+    "/api/sts/user/v1/{id}" => { get => user::detail, patch => user::update, delete => user::delete },
+    "/api/sts/user/v1/{id}/secret" => { post => user::rotate_secret },
+    "/api/sts/audit/v1" => { get => audit::list },
+    "/api/sts/role/v1" => { get => role::roles },
+    "/api/sts/me/v1" => { get => role::me },
+}
+
+/// Installs the route table and the extractor settings.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()));
+    register(cfg);
+    cfg.default_service(web::to(not_found));
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("route"))
 }
 
-fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(move |error, _| {
-            use actix_web::error::JsonPayloadError;
-            let api = match &error {
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge(limit),
-                JsonPayloadError::ContentType => {
-                    ApiError::BadRequest("expected Content-Type: application/json".into())
-                }
-                // serde's data errors describe the client's own input (an unknown
-                // or missing field, a wrong type), so they are worth showing.
-                JsonPayloadError::Deserialize(e) if e.is_data() => {
-                    ApiError::BadRequest(format!("invalid body: {e}"))
-                }
-                _ => ApiError::BadRequest("malformed JSON body".into()),
-            };
-            api.into()
-        })
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Parses a JSON body after the caller was authenticated and authorised,
+/// so that a stranger learns nothing about the body's shape.
+pub fn json_body<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: &web::Bytes) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !is_json {
+        return Err(ApiError::BadRequest("expected Content-Type: application/json".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's data errors describe the client's own input (an unknown
+        // or missing field, a wrong type), so they are worth showing.
+        if e.is_data() {
+            ApiError::BadRequest(format!("invalid body: {e}"))
+        } else {
+            ApiError::BadRequest("malformed JSON body".into())
+        }
+    })
+}
+
+/// Reads a body up to `limit` bytes; `None` when it is larger (413).
+pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Option<web::Bytes>, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(Some(bytes)),
+        Ok(Err(_)) => Err(ApiError::BadRequest("the request body could not be read".into())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The JSON body of an admin request, read after authorisation, within the
+/// configured body limit.
+pub async fn admin_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    state: &State,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    let limit = state.ctx.config.settings.server.body_limit_bytes;
+    let body = read_body(payload, limit).await?.ok_or(ApiError::PayloadTooLarge(limit))?;
+    json_body(req, &body)
+}
+
+/// Parses the query string, after authentication (see [`json_body`]).
+pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+}
+
+/// The answer to a create: the new resource's id.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: uuid::Uuid,
 }
 
 /// A page request: `page` from 0, `pageSize` 1–1000.
@@ -157,9 +185,7 @@ impl Page {
             return Err(ApiError::BadRequest("page must be 0 or more".into()));
         }
         if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(ApiError::BadRequest(format!(
-                "pageSize must be between 1 and {MAX_PAGE_SIZE}"
-            )));
+            return Err(ApiError::BadRequest(format!("pageSize must be between 1 and {MAX_PAGE_SIZE}")));
         }
         Ok(Self { page, page_size })
     }
@@ -170,7 +196,7 @@ impl Page {
 }
 
 /// Core's list shape.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPage<T> {
     pub values: Vec<T>,
@@ -180,10 +206,6 @@ pub struct ListPage<T> {
 
 impl<T> ListPage<T> {
     pub fn new(values: Vec<T>, total_items: i64, page: Page) -> Self {
-        Self {
-            values,
-            total_pages: page.total_pages(total_items),
-            total_items,
-        }
+        Self { values, total_pages: page.total_pages(total_items), total_items }
     }
 }

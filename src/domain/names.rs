@@ -35,10 +35,7 @@ fn validate(raw: &str, max: usize) -> Result<Name, NameError> {
     if display.chars().any(char::is_control) {
         return Err(NameError::ControlCharacter);
     }
-    Ok(Name {
-        display: display.to_owned(),
-        key: display.to_lowercase(),
-    })
+    Ok(Name { display: display.to_owned(), key: display.to_lowercase() })
 }
 
 pub fn organisation_name(raw: &str) -> Result<Name, NameError> {
@@ -57,20 +54,14 @@ mod tests {
     fn names_are_trimmed_and_keyed_case_insensitively() {
         assert_eq!(
             organisation_name("  Acme Bank ").ok(),
-            Some(Name {
-                display: "Acme Bank".into(),
-                key: "acme bank".into()
-            })
+            Some(Name { display: "Acme Bank".into(), key: "acme bank".into() })
         );
     }
 
     #[test]
     fn bad_names_are_refused() {
         assert_eq!(organisation_name("   "), Err(NameError::Empty));
-        assert_eq!(
-            organisation_name(&"x".repeat(201)),
-            Err(NameError::TooLong(200))
-        );
+        assert_eq!(organisation_name(&"x".repeat(201)), Err(NameError::TooLong(200)));
         assert!(organisation_name(&"é".repeat(200)).is_ok());
         assert_eq!(organisation_name("a\nb"), Err(NameError::ControlCharacter));
     }

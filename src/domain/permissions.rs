@@ -72,24 +72,12 @@ impl PermissionSet {
 
     /// Only the system-scoped members.
     pub fn system_scoped(&self) -> PermissionSet {
-        Self(
-            self.0
-                .iter()
-                .filter(|p| is_system_scoped(p))
-                .cloned()
-                .collect(),
-        )
+        Self(self.0.iter().filter(|p| is_system_scoped(p)).cloned().collect())
     }
 
     /// Only the organisation-scoped members.
     pub fn organisation_scoped(&self) -> PermissionSet {
-        Self(
-            self.0
-                .iter()
-                .filter(|p| !is_system_scoped(p))
-                .cloned()
-                .collect(),
-        )
+        Self(self.0.iter().filter(|p| !is_system_scoped(p)).cloned().collect())
     }
 
     pub fn to_vec(&self) -> Vec<String> {
@@ -165,10 +153,7 @@ mod tests {
     fn an_org_token_holds_only_what_both_user_and_ceiling_allow() {
         let user = set(&["CREDENTIAL_ISSUE", "PROOF_ISSUE", "STS_USER_LIST"]);
         let ceiling = Ceiling::new(set(&["CREDENTIAL_ISSUE", "CREDENTIAL_REVOKE"]));
-        assert_eq!(
-            organisation_token_permissions(&user, &ceiling),
-            set(&["CREDENTIAL_ISSUE"])
-        );
+        assert_eq!(organisation_token_permissions(&user, &ceiling), set(&["CREDENTIAL_ISSUE"]));
     }
 
     #[test]
@@ -180,10 +165,7 @@ mod tests {
     #[test]
     fn a_system_token_holds_only_system_scoped_permissions() {
         let user = set(&["CREDENTIAL_ISSUE", "STS_USER_LIST", "SYSTEM_HISTORY_LIST"]);
-        assert_eq!(
-            system_token_permissions(&user),
-            set(&["STS_USER_LIST", "SYSTEM_HISTORY_LIST"])
-        );
+        assert_eq!(system_token_permissions(&user), set(&["STS_USER_LIST", "SYSTEM_HISTORY_LIST"]));
     }
 
     #[test]
@@ -198,10 +180,7 @@ mod tests {
     #[test]
     fn permissions_serialise_sorted_without_duplicates() {
         let perms = set(&["PROOF_LIST", "DID_LIST", "PROOF_LIST"]);
-        assert_eq!(
-            serde_json::to_string(&perms).ok(),
-            Some(r#"["DID_LIST","PROOF_LIST"]"#.into())
-        );
+        assert_eq!(serde_json::to_string(&perms).ok(), Some(r#"["DID_LIST","PROOF_LIST"]"#.into()));
     }
 
     fn names() -> impl Strategy<Value = PermissionSet> {

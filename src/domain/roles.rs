@@ -59,10 +59,7 @@ impl FromStr for OrganisationRole {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown organisation role `{s}`"))
+        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| format!("unknown organisation role `{s}`"))
     }
 }
 
@@ -118,20 +115,15 @@ pub fn vocabulary(core_list: &str) -> PermissionSet {
 
 impl RoleCatalog {
     pub fn from_toml(text: &str, vocabulary: PermissionSet) -> Result<Self, RoleConfigError> {
-        let file: RolesFile =
-            toml::from_str(text).map_err(|e| RoleConfigError::Syntax(e.message().to_owned()))?;
+        let file: RolesFile = toml::from_str(text).map_err(|e| RoleConfigError::Syntax(e.message().to_owned()))?;
         let resolve = |role: &str, names: &[String]| -> Result<PermissionSet, RoleConfigError> {
             let mut set = PermissionSet::new();
             for name in names {
                 let members = match name.strip_prefix('@') {
-                    Some(group) => {
-                        file.groups
-                            .get(group)
-                            .ok_or_else(|| RoleConfigError::UnknownGroup {
-                                role: role.into(),
-                                group: group.into(),
-                            })?
-                    }
+                    Some(group) => file
+                        .groups
+                        .get(group)
+                        .ok_or_else(|| RoleConfigError::UnknownGroup { role: role.into(), group: group.into() })?,
                     None => std::slice::from_ref(name),
                 };
                 for permission in members {
@@ -149,8 +141,8 @@ impl RoleCatalog {
 
         let mut organisation_roles = BTreeMap::new();
         for (name, names) in &file.organisation_roles {
-            let role = OrganisationRole::from_str(name)
-                .map_err(|_| RoleConfigError::UnknownOrganisationRole(name.clone()))?;
+            let role =
+                OrganisationRole::from_str(name).map_err(|_| RoleConfigError::UnknownOrganisationRole(name.clone()))?;
             let set = resolve(name, names)?;
             if let Some(permission) = set.iter().find(|p| is_system_scoped(p)) {
                 return Err(RoleConfigError::SystemPermissionInCeiling {
@@ -160,13 +152,8 @@ impl RoleCatalog {
             }
             organisation_roles.insert(role, set);
         }
-        if let Some(missing) = OrganisationRole::ALL
-            .iter()
-            .find(|r| !organisation_roles.contains_key(r))
-        {
-            return Err(RoleConfigError::MissingOrganisationRole(
-                missing.to_string(),
-            ));
+        if let Some(missing) = OrganisationRole::ALL.iter().find(|r| !organisation_roles.contains_key(r)) {
+            return Err(RoleConfigError::MissingOrganisationRole(missing.to_string()));
         }
 
         let mut system_roles = BTreeMap::new();
@@ -180,11 +167,7 @@ impl RoleCatalog {
             system_roles.insert(name.clone(), resolve(name, names)?);
         }
         system_roles.insert(ADMIN_ROLE.to_owned(), vocabulary.clone());
-        Ok(Self {
-            organisation_roles,
-            system_roles,
-            vocabulary,
-        })
+        Ok(Self { organisation_roles, system_roles, vocabulary })
     }
 
     /// The ceiling of an organisation with these roles.
@@ -230,17 +213,12 @@ impl RoleCatalog {
 fn is_role_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Validates a list of system role names against the catalogue, returning
 /// them sorted and deduplicated.
-pub fn validate_system_roles(
-    catalog: &RoleCatalog,
-    names: &[String],
-) -> Result<Vec<String>, String> {
+pub fn validate_system_roles(catalog: &RoleCatalog, names: &[String]) -> Result<Vec<String>, String> {
     let mut out = BTreeSet::new();
     for name in names {
         if !catalog.has_system_role(name) {
@@ -270,44 +248,28 @@ mod tests {
         if let Ok(c) = catalog {
             assert_eq!(c.organisation_roles().len(), 7);
             assert!(c.system_roles().len() >= 4);
-            assert!(
-                c.ceiling(&[OrganisationRole::Issuer])
-                    .permissions()
-                    .contains("CREDENTIAL_REVOKE")
-            );
-            assert!(
-                !c.ceiling(&[OrganisationRole::Verifier])
-                    .permissions()
-                    .contains("CREDENTIAL_ISSUE")
-            );
+            assert!(c.ceiling(&[OrganisationRole::Issuer]).permissions().contains("CREDENTIAL_REVOKE"));
+            assert!(!c.ceiling(&[OrganisationRole::Verifier]).permissions().contains("CREDENTIAL_ISSUE"));
         }
     }
 
     #[test]
     fn admin_holds_every_permission() {
-        let Ok(c) = catalog(DEFAULT_ROLES) else {
-            panic!("default roles must load")
-        };
+        let Ok(c) = catalog(DEFAULT_ROLES) else { panic!("default roles must load") };
         assert_eq!(c.user_permissions(&["ADMIN"]), vocabulary(CORE));
     }
 
     #[test]
     fn an_unknown_permission_is_named() {
         let text = DEFAULT_ROLES.replace("\"CREDENTIAL_ISSUE\",", "\"CREDENTIAL_ISSSUE\",");
-        let err = catalog(&text)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = catalog(&text).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("CREDENTIAL_ISSSUE"), "{err}");
     }
 
     #[test]
     fn a_ceiling_with_an_sts_permission_is_refused() {
         let text = DEFAULT_ROLES.replace("ISSUER = [", "ISSUER = [\"STS_USER_LIST\", ");
-        assert!(matches!(
-            catalog(&text),
-            Err(RoleConfigError::SystemPermissionInCeiling { .. })
-        ));
+        assert!(matches!(catalog(&text), Err(RoleConfigError::SystemPermissionInCeiling { .. })));
     }
 
     #[test]

@@ -53,15 +53,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(action: &'static str, outcome: Outcome) -> Self {
-        Self {
-            action,
-            outcome,
-            subject: None,
-            actor: None,
-            organisation_id: None,
-            target_id: None,
-            reason: None,
-        }
+        Self { action, outcome, subject: None, actor: None, organisation_id: None, target_id: None, reason: None }
     }
 
     pub fn subject(mut self, subject: impl ToString) -> Self {
@@ -92,12 +84,7 @@ impl AuditEvent {
 
 /// Keeps attacker-chosen text to one bounded line.
 fn bounded(text: Option<String>) -> Option<String> {
-    text.map(|t| {
-        t.chars()
-            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-            .take(MAX_FIELD_CHARS)
-            .collect()
-    })
+    text.map(|t| t.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).take(MAX_FIELD_CHARS).collect())
 }
 
 /// Writes the event on `conn` (inside the caller's transaction) and logs it.
@@ -137,7 +124,7 @@ pub fn record(
 }
 
 /// An event as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditView {
     pub id: Uuid,
@@ -202,9 +189,7 @@ pub async fn list(
     };
     let (events, total) = ctx
         .store
-        .run(move |conn| {
-            rows::list(conn, &filter, page, page_size).map_err(super::ServiceError::from)
-        })
+        .run(move |conn| rows::list(conn, &filter, page, page_size).map_err(super::ServiceError::from))
         .await?;
     Ok((events.into_iter().map(AuditView::from).collect(), total))
 }
@@ -226,10 +211,8 @@ pub async fn or_failure<T>(
     event.outcome = Outcome::Failure;
     event.reason = Some(error.to_string());
     let (clock, meta) = (ctx.clock.clone(), meta.clone());
-    let written = ctx
-        .store
-        .run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from))
-        .await;
+    let written =
+        ctx.store.run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from)).await;
     if let Err(e) = written {
         tracing::warn!(error = %e, "could not record a failure event");
     }
@@ -243,12 +226,9 @@ pub async fn purge_expired(ctx: &super::Context) -> Result<usize, super::Service
     if days == 0 {
         return Ok(0);
     }
-    let cutoff =
-        ctx.now() - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400));
+    let cutoff = ctx.now() - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400));
     ctx.store
-        .run(move |conn| {
-            rows::delete_older_than(conn, DbTime::from(cutoff)).map_err(super::ServiceError::from)
-        })
+        .run(move |conn| rows::delete_older_than(conn, DbTime::from(cutoff)).map_err(super::ServiceError::from))
         .await
 }
 
@@ -272,4 +252,14 @@ pub fn spawn_retention(ctx: super::Context) {
             }
         }
     });
+}
+
+/// Writes one event in a transaction of its own (refusals, failures).
+pub async fn record_now(
+    ctx: &super::Context,
+    meta: &RequestMeta,
+    event: AuditEvent,
+) -> Result<(), super::ServiceError> {
+    let (clock, meta) = (ctx.clock.clone(), meta.clone());
+    ctx.store.run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from)).await
 }

@@ -24,10 +24,7 @@ pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, Se
             if !organisations::exists(conn, DbUuid(organisation))? {
                 return Err(ServiceError::NotFound("organisation"));
             }
-            Ok(memberships::members_of(conn, DbUuid(organisation))?
-                .into_iter()
-                .map(UserView::from)
-                .collect())
+            Ok(memberships::members_of(conn, DbUuid(organisation))?.into_iter().map(UserView::from).collect())
         })
         .await
 }
@@ -53,32 +50,19 @@ pub async fn add(
                         return Err(ServiceError::NotFound("user"));
                     }
                     if org.deactivated_at.is_some() {
-                        return Err(ServiceError::Conflict(
-                            "the organisation is deactivated".into(),
-                        ));
+                        return Err(ServiceError::Conflict("the organisation is deactivated".into()));
                     }
                     if memberships::is_member(conn, org.id, DbUuid(user))? {
                         return Ok(());
                     }
                     memberships::insert(conn, org.id, DbUuid(user), now)?;
-                    audit::record(
-                        conn,
-                        now.0,
-                        &meta,
-                        event("membership.add", caller, organisation, user),
-                    )?;
+                    audit::record(conn, now.0, &meta, event("membership.add", caller, organisation, user))?;
                     Ok(())
                 })
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("membership.add", caller, organisation, user),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("membership.add", caller, organisation, user), attempt.await).await
 }
 
 /// Removes a member and ends their refresh tokens for this organisation.
@@ -101,28 +85,12 @@ pub async fn remove(
                     if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
                         return Err(ServiceError::NotFound("member"));
                     }
-                    refresh_tokens::revoke_user_in_organisation(
-                        conn,
-                        DbUuid(user),
-                        DbUuid(organisation),
-                        now,
-                    )?;
-                    audit::record(
-                        conn,
-                        now.0,
-                        &meta,
-                        event("membership.remove", caller, organisation, user),
-                    )?;
+                    refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
+                    audit::record(conn, now.0, &meta, event("membership.remove", caller, organisation, user))?;
                     Ok(())
                 })
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("membership.remove", caller, organisation, user),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("membership.remove", caller, organisation, user), attempt.await).await
 }

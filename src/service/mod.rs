@@ -19,6 +19,9 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// Allowed to call, but not to do this (e.g. grant more than one holds).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Every password-hashing slot stayed busy for the whole queue timeout.
@@ -53,7 +56,7 @@ pub enum GrantError {
     #[error("invalid grant: {0}")]
     InvalidGrant(String),
     #[error("invalid client")]
-    InvalidClient { basic: bool },
+    InvalidClient,
     #[error("unsupported grant type")]
     UnsupportedGrantType,
     #[error("database unavailable: {0}")]

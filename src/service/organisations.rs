@@ -12,7 +12,8 @@ use super::{Context, ServiceError};
 use crate::domain::OrganisationRole;
 use crate::domain::names;
 use crate::domain::permissions::explain;
-use crate::store::organisations::{self as rows, ListQuery, OrganisationRow};
+use crate::store::organisations::{self as rows, OrganisationRow};
+pub use crate::store::organisations::{ListQuery, SortBy};
 use crate::store::types::{DbNames, DbTime, DbUuid};
 use crate::store::{memberships, users};
 
@@ -23,7 +24,7 @@ pub struct Caller {
     pub actor: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganisationView {
     pub id: Uuid,
@@ -42,11 +43,7 @@ impl From<OrganisationRow> for OrganisationView {
             id: row.id.0,
             name: row.name,
             roles: row.roles.0,
-            status: if row.deactivated_at.is_some() {
-                "DEACTIVATED"
-            } else {
-                "ACTIVE"
-            },
+            status: if row.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
             created_date: row.created_at.0,
             last_modified: row.last_modified.0,
             deactivated_at: row.deactivated_at.map(|t| t.0),
@@ -57,9 +54,7 @@ impl From<OrganisationRow> for OrganisationView {
 /// Sorted, deduplicated, non-empty role names.
 fn role_names(roles: &[OrganisationRole]) -> Result<Vec<String>, ServiceError> {
     if roles.is_empty() {
-        return Err(ServiceError::Invalid(
-            "roles must name at least one organisation role".into(),
-        ));
+        return Err(ServiceError::Invalid("roles must name at least one organisation role".into()));
     }
     let mut sorted = roles.to_vec();
     sorted.sort();
@@ -68,11 +63,7 @@ fn role_names(roles: &[OrganisationRole]) -> Result<Vec<String>, ServiceError> {
 }
 
 fn event(action: &'static str, caller: Caller, id: Uuid) -> AuditEvent {
-    AuditEvent::new(action, Outcome::Success)
-        .subject(caller.sub)
-        .actor(caller.actor)
-        .organisation(Some(id))
-        .target(id)
+    AuditEvent::new(action, Outcome::Success).subject(caller.sub).actor(caller.actor).organisation(Some(id)).target(id)
 }
 
 pub async fn create(
@@ -85,8 +76,7 @@ pub async fn create(
 ) -> Result<Uuid, ServiceError> {
     let id = id.unwrap_or_else(Uuid::new_v4);
     let attempt = async {
-        let name = names::organisation_name(name)
-            .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+        let name = names::organisation_name(name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
         let roles = role_names(roles)?;
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
@@ -94,14 +84,10 @@ pub async fn create(
                 conn.transaction::<_, ServiceError, _>(|conn| {
                     let now = DbTime::from(ctx2.now());
                     if rows::exists(conn, DbUuid(id))? {
-                        return Err(ServiceError::Conflict(
-                            "an organisation with this id exists".into(),
-                        ));
+                        return Err(ServiceError::Conflict("an organisation with this id exists".into()));
                     }
                     if rows::name_taken(conn, &name.key, None)? {
-                        return Err(ServiceError::Conflict(
-                            "an organisation with this name exists".into(),
-                        ));
+                        return Err(ServiceError::Conflict("an organisation with this name exists".into()));
                     }
                     let row = OrganisationRow {
                         id: DbUuid(id),
@@ -121,32 +107,16 @@ pub async fn create(
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("organisation.create", caller, id),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("organisation.create", caller, id), attempt.await).await
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<OrganisationView, ServiceError> {
-    let row = ctx
-        .store
-        .run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from))
-        .await?;
-    row.map(Into::into)
-        .ok_or(ServiceError::NotFound("organisation"))
+    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    row.map(Into::into).ok_or(ServiceError::NotFound("organisation"))
 }
 
-pub async fn list(
-    ctx: &Context,
-    query: ListQuery,
-) -> Result<(Vec<OrganisationView>, i64), ServiceError> {
-    let (rows, total) = ctx
-        .store
-        .run(move |conn| rows::list(conn, &query).map_err(ServiceError::from))
-        .await?;
+pub async fn list(ctx: &Context, query: ListQuery) -> Result<(Vec<OrganisationView>, i64), ServiceError> {
+    let (rows, total) = ctx.store.run(move |conn| rows::list(conn, &query).map_err(ServiceError::from)).await?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
@@ -165,6 +135,9 @@ pub async fn update(
     changes: Changes,
 ) -> Result<(), ServiceError> {
     let attempt = async {
+        if changes.name.is_none() && changes.roles.is_none() && changes.deactivate.is_none() {
+            return Err(ServiceError::Invalid("nothing to change: give name, roles or deactivate".into()));
+        }
         let name = changes
             .name
             .as_deref()
@@ -177,14 +150,11 @@ pub async fn update(
             .run(move |conn| {
                 conn.transaction::<_, ServiceError, _>(|conn| {
                     let now = DbTime::from(ctx2.now());
-                    let mut row = rows::find(conn, DbUuid(id))?
-                        .ok_or(ServiceError::NotFound("organisation"))?;
+                    let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
                     let mut what = Vec::new();
                     if let Some(name) = name {
                         if rows::name_taken(conn, &name.key, Some(row.id))? {
-                            return Err(ServiceError::Conflict(
-                                "an organisation with this name exists".into(),
-                            ));
+                            return Err(ServiceError::Conflict("an organisation with this name exists".into()));
                         }
                         row.name = name.display;
                         row.name_key = name.key;
@@ -214,21 +184,10 @@ pub async fn update(
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("organisation.update", caller, id),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("organisation.update", caller, id), attempt.await).await
 }
 
-pub async fn delete(
-    ctx: &Context,
-    meta: &RequestMeta,
-    caller: Caller,
-    id: Uuid,
-) -> Result<(), ServiceError> {
+pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
     let attempt = async {
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
@@ -246,16 +205,10 @@ pub async fn delete(
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("organisation.delete", caller, id),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("organisation.delete", caller, id), attempt.await).await
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExplainView {
     pub user_permissions: Vec<String>,
@@ -265,25 +218,17 @@ pub struct ExplainView {
 }
 
 /// Why a member's token holds what it holds.
-pub async fn explain_member(
-    ctx: &Context,
-    id: Uuid,
-    user: Uuid,
-) -> Result<ExplainView, ServiceError> {
+pub async fn explain_member(ctx: &Context, id: Uuid, user: Uuid) -> Result<ExplainView, ServiceError> {
     let ctx2 = ctx.clone();
     ctx.store
         .run(move |conn| {
-            let org =
-                rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
+            let org = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
             let user = users::find(conn, DbUuid(user))?.ok_or(ServiceError::NotFound("user"))?;
             if !memberships::is_member(conn, org.id, user.id)? {
                 return Err(ServiceError::NotFound("member"));
             }
             let roles = &ctx2.config.roles;
-            let why = explain(
-                &roles.user_permissions(&user.system_roles.0),
-                &ceiling_of(roles, &org.roles.0),
-            );
+            let why = explain(&roles.user_permissions(&user.system_roles.0), &ceiling_of(roles, &org.roles.0));
             let mut granted = why.granted.to_vec();
             if org.deactivated_at.is_some() || user.disabled_at.is_some() {
                 granted.clear();

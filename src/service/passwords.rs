@@ -33,10 +33,7 @@ impl PasswordPolicy {
             return Err(format!("password must be at most {} bytes", self.max_bytes));
         }
         if value.chars().count() < self.min_chars {
-            return Err(format!(
-                "password must be at least {} characters",
-                self.min_chars
-            ));
+            return Err(format!("password must be at least {} characters", self.min_chars));
         }
         Ok(())
     }
@@ -63,9 +60,7 @@ pub struct Passwords {
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Passwords")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("Passwords").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -97,27 +92,14 @@ fn verify_now(params: &Params, password: &str, stored: &str, dummy: &str) -> Ver
         _ => match PasswordHash::new(dummy) {
             Ok(hash) => (hash, false),
             Err(_) => {
-                return Verified {
-                    matches: false,
-                    rehash: None,
-                };
+                return Verified { matches: false, rehash: None };
             }
         },
     };
-    let matches = argon2(params.clone())
-        .verify_password(password.as_bytes(), &candidate)
-        .is_ok()
-        && real;
-    let stale = Params::try_from(&candidate).map(|p| {
-        p.m_cost() != params.m_cost()
-            || p.t_cost() != params.t_cost()
-            || p.p_cost() != params.p_cost()
-    });
-    let rehash = if matches && stale.unwrap_or(true) {
-        hash_now(params, password).ok()
-    } else {
-        None
-    };
+    let matches = argon2(params.clone()).verify_password(password.as_bytes(), &candidate).is_ok() && real;
+    let stale = Params::try_from(&candidate)
+        .map(|p| p.m_cost() != params.m_cost() || p.t_cost() != params.t_cost() || p.p_cost() != params.p_cost());
+    let rehash = if matches && stale.unwrap_or(true) { hash_now(params, password).ok() } else { None };
     Verified { matches, rehash }
 }
 
@@ -159,17 +141,12 @@ impl Passwords {
     pub async fn hash(&self, password: &Secret) -> Result<String, ServiceError> {
         let params = self.params.clone();
         let password = password.clone();
-        self.on_hashing_pool(move || hash_now(&params, password.expose()))
-            .await?
+        self.on_hashing_pool(move || hash_now(&params, password.expose())).await?
     }
 
     /// Verifies against `stored`, or against the dummy hash when there is no
     /// user, so both paths cost one argon2 verification.
-    pub async fn verify(
-        &self,
-        password: &Secret,
-        stored: Option<String>,
-    ) -> Result<Verified, ServiceError> {
+    pub async fn verify(&self, password: &Secret, stored: Option<String>) -> Result<Verified, ServiceError> {
         let params = self.params.clone();
         let password = password.clone();
         let dummy = self.dummy_hash.clone();
@@ -177,10 +154,7 @@ impl Passwords {
             Some(stored) => verify_now(&params, password.expose(), &stored, &dummy),
             None => {
                 let _ = verify_now(&params, password.expose(), &dummy, &dummy);
-                Verified {
-                    matches: false,
-                    rehash: None,
-                }
+                Verified { matches: false, rehash: None }
             }
         })
         .await
@@ -197,9 +171,7 @@ mod tests {
 
     #[test]
     fn a_hash_verifies_and_a_wrong_password_does_not() {
-        let Ok(hash) = hash_now(&fast(), "correct horse battery") else {
-            panic!("hash")
-        };
+        let Ok(hash) = hash_now(&fast(), "correct horse battery") else { panic!("hash") };
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(verify_now(&fast(), "correct horse battery", &hash, &hash).matches);
         assert!(!verify_now(&fast(), "wrong horse battery", &hash, &hash).matches);
@@ -208,24 +180,15 @@ mod tests {
     #[test]
     fn a_hash_with_old_parameters_is_upgraded_on_success() {
         let old = Params::new(512, 1, 1, None).unwrap_or_default();
-        let Ok(hash) = hash_now(&old, "correct horse battery") else {
-            panic!("hash")
-        };
+        let Ok(hash) = hash_now(&old, "correct horse battery") else { panic!("hash") };
         let verified = verify_now(&fast(), "correct horse battery", &hash, &hash);
         assert!(verified.matches);
-        assert!(
-            verified
-                .rehash
-                .is_some_and(|h| h.contains("m=1024,t=1,p=1"))
-        );
+        assert!(verified.rehash.is_some_and(|h| h.contains("m=1024,t=1,p=1")));
     }
 
     #[test]
     fn the_policy_checks_length_only() {
-        let policy = PasswordPolicy {
-            min_chars: 15,
-            max_bytes: 1024,
-        };
+        let policy = PasswordPolicy { min_chars: 15, max_bytes: 1024 };
         assert!(policy.check(&Secret::new("aaaaaaaaaaaaaaa")).is_ok());
         assert!(policy.check(&Secret::new("short")).is_err());
         assert!(policy.check(&Secret::new("x".repeat(1025))).is_err());

@@ -19,7 +19,7 @@ use crate::store::users::{self as rows, UserRow};
 use crate::store::{memberships, refresh_tokens};
 use crate::tokens::opaque;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: Uuid,
@@ -67,6 +67,24 @@ pub struct Created {
     pub client_secret: Option<Secret>,
 }
 
+/// An admin acting on users: who they are, and the permissions their token
+/// holds, which bound what they may hand out.
+pub type Granter = (Caller, PermissionSet);
+
+/// No one hands out system-scoped permissions (STS_*, SYSTEM_*) their own
+/// token does not hold: an identity administrator cannot make anyone, or
+/// themselves, an ADMIN. Organisation-scoped permissions stay bounded by
+/// each organisation's ceiling.
+fn check_grantable(ctx: &Context, roles: &[String], grantable: Option<&PermissionSet>) -> Result<(), ServiceError> {
+    let Some(grantable) = grantable else { return Ok(()) };
+    let wanted = ctx.config.roles.user_permissions(roles).system_scoped();
+    let beyond = wanted.difference(grantable);
+    if let Some(permission) = beyond.iter().next() {
+        return Err(ServiceError::Forbidden(format!("cannot grant {permission}, which the caller does not hold")));
+    }
+    Ok(())
+}
+
 fn event(action: &'static str, caller: Option<Caller>, target: Uuid) -> AuditEvent {
     let event = AuditEvent::new(action, Outcome::Success).target(target);
     match caller {
@@ -82,21 +100,19 @@ fn new_secret() -> Result<Secret, ServiceError> {
 pub async fn create(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Option<Caller>,
+    granter: Option<Granter>,
     new: NewUser,
 ) -> Result<Created, ServiceError> {
     let id = Uuid::new_v4();
+    let caller = granter.as_ref().map(|g| g.0);
     let attempt = async {
-        let name = names::username(&new.username)
-            .map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
-        let system_roles = validate_system_roles(&ctx.config.roles, &new.system_roles)
-            .map_err(ServiceError::Invalid)?;
+        let name = names::username(&new.username).map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
+        let system_roles =
+            validate_system_roles(&ctx.config.roles, &new.system_roles).map_err(ServiceError::Invalid)?;
+        check_grantable(ctx, &system_roles, granter.as_ref().map(|g| &g.1))?;
         let (password_hash, secret_digest, client_secret) = match (new.kind, &new.password) {
             (Kind::User, Some(password)) => {
-                ctx.passwords
-                    .policy
-                    .check(password)
-                    .map_err(ServiceError::Invalid)?;
+                ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
                 (Some(ctx.passwords.hash(password).await?), None, None)
             }
             (Kind::User, None) => {
@@ -107,9 +123,7 @@ pub async fn create(
                 (None, Some(opaque::digest(secret.expose())), Some(secret))
             }
             (Kind::Technical, Some(_)) => {
-                return Err(ServiceError::Invalid(
-                    "a technical user gets a generated secret, not a password".into(),
-                ));
+                return Err(ServiceError::Invalid("a technical user gets a generated secret, not a password".into()));
             }
         };
         let (ctx2, meta) = (ctx.clone(), meta.clone());
@@ -118,20 +132,13 @@ pub async fn create(
                 conn.transaction::<_, ServiceError, _>(|conn| {
                     let now = DbTime::from(ctx2.now());
                     if rows::find_by_username(conn, &name.key)?.is_some() {
-                        return Err(ServiceError::Conflict(
-                            "a user with this username exists".into(),
-                        ));
+                        return Err(ServiceError::Conflict("a user with this username exists".into()));
                     }
                     let row = UserRow {
                         id: DbUuid(id),
                         username: name.display.clone(),
                         username_key: name.key.clone(),
-                        kind: if new.kind == Kind::User {
-                            USER_KIND
-                        } else {
-                            TECHNICAL_KIND
-                        }
-                        .to_owned(),
+                        kind: if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND }.to_owned(),
                         password_hash: password_hash.clone(),
                         secret_digest: secret_digest.clone(),
                         system_roles: DbNames(system_roles.clone()),
@@ -150,23 +157,20 @@ pub async fn create(
     audit::or_failure(ctx, meta, event("user.create", caller, id), attempt.await).await
 }
 
+/// Whether the user exists and is not disabled.
+pub async fn is_active(ctx: &Context, id: Uuid) -> Result<bool, ServiceError> {
+    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    Ok(row.is_some_and(|r| r.disabled_at.is_none()))
+}
+
 pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
-    let row = ctx
-        .store
-        .run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from))
-        .await?;
+    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
     row.map(Into::into).ok_or(ServiceError::NotFound("user"))
 }
 
-pub async fn list(
-    ctx: &Context,
-    page: i64,
-    page_size: i64,
-) -> Result<(Vec<UserView>, i64), ServiceError> {
-    let (rows, total) = ctx
-        .store
-        .run(move |conn| rows::list(conn, page, page_size).map_err(ServiceError::from))
-        .await?;
+pub async fn list(ctx: &Context, page: i64, page_size: i64) -> Result<(Vec<UserView>, i64), ServiceError> {
+    let (rows, total) =
+        ctx.store.run(move |conn| rows::list(conn, page, page_size).map_err(ServiceError::from)).await?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
@@ -182,23 +186,26 @@ pub struct UserChanges {
 pub async fn update(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Caller,
+    (caller, grantable): Granter,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<(), ServiceError> {
     let attempt = async {
+        if changes.system_roles.is_none() && changes.password.is_none() && changes.disabled.is_none() {
+            return Err(ServiceError::Invalid("nothing to change: give systemRoles, password or disabled".into()));
+        }
         let roles = changes
             .system_roles
             .as_deref()
             .map(|r| validate_system_roles(&ctx.config.roles, r))
             .transpose()
             .map_err(ServiceError::Invalid)?;
+        if let Some(roles) = &roles {
+            check_grantable(ctx, roles, Some(&grantable))?;
+        }
         let hash = match &changes.password {
             Some(password) => {
-                ctx.passwords
-                    .policy
-                    .check(password)
-                    .map_err(ServiceError::Invalid)?;
+                ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
                 Some(ctx.passwords.hash(password).await?)
             }
             None => None,
@@ -208,14 +215,11 @@ pub async fn update(
             .run(move |conn| {
                 conn.transaction::<_, ServiceError, _>(|conn| {
                     let now = DbTime::from(ctx2.now());
-                    let mut row =
-                        rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                    let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
                     let mut revoke = false;
                     if let Some(hash) = hash {
                         if row.kind != USER_KIND {
-                            return Err(ServiceError::Invalid(
-                                "a technical user has no password".into(),
-                            ));
+                            return Err(ServiceError::Invalid("a technical user has no password".into()));
                         }
                         row.password_hash = Some(hash);
                         revoke = true;
@@ -242,21 +246,10 @@ pub async fn update(
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("user.update", Some(caller), id),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("user.update", Some(caller), id), attempt.await).await
 }
 
-pub async fn delete(
-    ctx: &Context,
-    meta: &RequestMeta,
-    caller: Caller,
-    id: Uuid,
-) -> Result<(), ServiceError> {
+pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
     let attempt = async {
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
@@ -272,13 +265,7 @@ pub async fn delete(
             })
             .await
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("user.delete", Some(caller), id),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("user.delete", Some(caller), id), attempt.await).await
 }
 
 /// Issues a new secret for a technical user; the old one stops working.
@@ -296,46 +283,33 @@ pub async fn rotate_secret(
             .run(move |conn| {
                 conn.transaction::<_, ServiceError, _>(|conn| {
                     let now = DbTime::from(ctx2.now());
-                    let mut row =
-                        rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+                    let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
                     if row.kind != TECHNICAL_KIND {
-                        return Err(ServiceError::Invalid(
-                            "only a technical user has a client secret".into(),
-                        ));
+                        return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
                     }
                     row.secret_digest = Some(digest.clone());
                     row.last_modified = now;
                     rows::update(conn, &row)?;
-                    audit::record(
-                        conn,
-                        now.0,
-                        &meta,
-                        event("user.secret_rotate", Some(caller), id),
-                    )?;
+                    audit::record(conn, now.0, &meta, event("user.secret_rotate", Some(caller), id))?;
                     Ok(())
                 })
             })
             .await?;
         Ok(secret)
     };
-    audit::or_failure(
-        ctx,
-        meta,
-        event("user.secret_rotate", Some(caller), id),
-        attempt.await,
-    )
-    .await
+    audit::or_failure(ctx, meta, event("user.secret_rotate", Some(caller), id), attempt.await).await
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MeOrganisation {
     pub id: Uuid,
     pub name: String,
     pub status: &'static str,
+    #[schema(value_type = Vec<String>)]
     pub permissions: PermissionSet,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MeView {
     #[serde(flatten)]
@@ -359,16 +333,9 @@ pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
                     let usable = active && org.deactivated_at.is_none();
                     MeOrganisation {
                         id: org.id.0,
-                        status: if org.deactivated_at.is_some() {
-                            "DEACTIVATED"
-                        } else {
-                            "ACTIVE"
-                        },
+                        status: if org.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
                         permissions: if usable {
-                            organisation_token_permissions(
-                                &granted,
-                                &ceiling_of(roles, &org.roles.0),
-                            )
+                            organisation_token_permissions(&granted, &ceiling_of(roles, &org.roles.0))
                         } else {
                             PermissionSet::new()
                         },
@@ -376,10 +343,7 @@ pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
                     }
                 })
                 .collect();
-            Ok(MeView {
-                user: user.into(),
-                organisations,
-            })
+            Ok(MeView { user: user.into(), organisations })
         })
         .await
 }
@@ -391,10 +355,7 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
     let (username, password, generated) = match (settings.admin_username, settings.admin_password) {
         (Some(username), Some(password)) => (username, password, false),
         _ => {
-            let count = ctx
-                .store
-                .run(|conn| rows::count(conn).map_err(ServiceError::from))
-                .await?;
+            let count = ctx.store.run(|conn| rows::count(conn).map_err(ServiceError::from)).await?;
             if count > 0 {
                 return Ok(None);
             }
@@ -402,10 +363,7 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
         }
     };
     let key = username.trim().to_lowercase();
-    let exists = ctx
-        .store
-        .run(move |conn| rows::find_by_username(conn, &key).map_err(ServiceError::from))
-        .await?;
+    let exists = ctx.store.run(move |conn| rows::find_by_username(conn, &key).map_err(ServiceError::from)).await?;
     if exists.is_some() {
         return Ok(None);
     }

@@ -23,10 +23,7 @@ pub struct AuditRow {
 }
 
 pub fn insert(conn: &mut AnyConnection, row: &AuditRow) -> QueryResult<()> {
-    diesel::insert_into(audit_events::table)
-        .values(row)
-        .execute(conn)
-        .map(drop)
+    diesel::insert_into(audit_events::table).values(row).execute(conn).map(drop)
 }
 
 #[derive(Debug, Clone, Default)]

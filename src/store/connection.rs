@@ -27,10 +27,7 @@ impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Postgres(url) => {
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
                 write!(f, "postgres://{host}/…")
             }
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
@@ -58,10 +55,7 @@ impl DatabaseUrl {
             url::Url::parse(raw).map_err(|e| format!("not a valid PostgreSQL URL ({e})"))?;
             return Ok(Self::Postgres(raw.to_owned()));
         }
-        if let Some(path) = raw
-            .strip_prefix("sqlite://")
-            .or_else(|| raw.strip_prefix("sqlite:"))
-        {
+        if let Some(path) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) {
             if path.is_empty() || path == ":memory:" {
                 return Err("a SQLite URL needs a file path (sqlite://PATH)".into());
             }
@@ -124,9 +118,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<AnyConnection, Self::Error> {
-        self.0
-            .establish()
-            .map_err(diesel::r2d2::Error::ConnectionError)
+        self.0.establish().map_err(diesel::r2d2::Error::ConnectionError)
     }
 
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {

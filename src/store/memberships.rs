@@ -8,23 +8,11 @@ use super::schema::{memberships, organisations, users};
 use super::types::{DbTime, DbUuid};
 use super::users::UserRow;
 
-pub fn is_member(
-    conn: &mut AnyConnection,
-    organisation: DbUuid,
-    user: DbUuid,
-) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        memberships::table.find((organisation, user)),
-    ))
-    .get_result(conn)
+pub fn is_member(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(memberships::table.find((organisation, user)))).get_result(conn)
 }
 
-pub fn insert(
-    conn: &mut AnyConnection,
-    organisation: DbUuid,
-    user: DbUuid,
-    now: DbTime,
-) -> QueryResult<()> {
+pub fn insert(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid, now: DbTime) -> QueryResult<()> {
     diesel::insert_into(memberships::table)
         .values((
             memberships::organisation_id.eq(organisation),
@@ -36,9 +24,7 @@ pub fn insert(
 }
 
 pub fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
-    diesel::delete(memberships::table.find((organisation, user)))
-        .execute(conn)
-        .map(|n| n == 1)
+    diesel::delete(memberships::table.find((organisation, user))).execute(conn).map(|n| n == 1)
 }
 
 /// The organisation, if `user` is a member of it: membership, existence and
@@ -58,10 +44,7 @@ pub fn organisation_of_member(
 }
 
 /// Every organisation `user` belongs to, by name.
-pub fn organisations_of(
-    conn: &mut AnyConnection,
-    user: DbUuid,
-) -> QueryResult<Vec<OrganisationRow>> {
+pub fn organisations_of(conn: &mut AnyConnection, user: DbUuid) -> QueryResult<Vec<OrganisationRow>> {
     memberships::table
         .inner_join(organisations::table)
         .filter(memberships::user_id.eq(user))

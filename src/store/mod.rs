@@ -41,9 +41,7 @@ impl From<DieselError> for StoreError {
             }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
             | DieselError::BrokenTransactionManager => Self::Unavailable(error.to_string()),
-            DieselError::DatabaseError(_, info) if is_transient(info.message()) => {
-                Self::Unavailable(error.to_string())
-            }
+            DieselError::DatabaseError(_, info) if is_transient(info.message()) => Self::Unavailable(error.to_string()),
             _ => Self::Query(error),
         }
     }
@@ -72,9 +70,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -121,18 +117,16 @@ impl Store {
         let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                let mut conn = pool
-                    .get()
-                    .map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
+                let mut conn = pool.get().map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
                 work(&mut conn)
             })
         })
         .await;
         match joined {
             Ok(result) => result,
-            Err(join_error) => Err(E::from(StoreError::Unavailable(format!(
-                "database task ended abnormally: {join_error}"
-            )))),
+            Err(join_error) => {
+                Err(E::from(StoreError::Unavailable(format!("database task ended abnormally: {join_error}"))))
+            }
         }
     }
 

@@ -19,32 +19,19 @@ pub struct OrganisationRow {
 }
 
 pub fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<()> {
-    diesel::insert_into(organisations::table)
-        .values(row)
-        .execute(conn)
-        .map(drop)
+    diesel::insert_into(organisations::table).values(row).execute(conn).map(drop)
 }
 
 pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
-    organisations::table
-        .find(id)
-        .select(OrganisationRow::as_select())
-        .first(conn)
-        .optional()
+    organisations::table.find(id).select(OrganisationRow::as_select()).first(conn).optional()
 }
 
 pub fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(organisations::table.find(id))).get_result(conn)
 }
 
-pub fn name_taken(
-    conn: &mut AnyConnection,
-    name_key: &str,
-    except: Option<DbUuid>,
-) -> QueryResult<bool> {
-    let mut query = organisations::table
-        .filter(organisations::name_key.eq(name_key))
-        .into_boxed();
+pub fn name_taken(conn: &mut AnyConnection, name_key: &str, except: Option<DbUuid>) -> QueryResult<bool> {
+    let mut query = organisations::table.filter(organisations::name_key.eq(name_key)).into_boxed();
     if let Some(id) = except {
         query = query.filter(organisations::id.ne(id));
     }
@@ -68,9 +55,7 @@ pub fn update(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<bo
 /// Deletes the organisation; memberships and refresh tokens go with it
 /// (ON DELETE CASCADE). Returns whether it existed.
 pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::delete(organisations::table.find(id))
-        .execute(conn)
-        .map(|n| n == 1)
+    diesel::delete(organisations::table.find(id)).execute(conn).map(|n| n == 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,11 +92,7 @@ pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<Organis
     let filtered = || {
         let mut query = organisations::table.into_boxed();
         if let Some(prefix) = &q.name_prefix {
-            query = query.filter(
-                organisations::name_key
-                    .like(like_prefix(&prefix.to_lowercase()))
-                    .escape('\\'),
-            );
+            query = query.filter(organisations::name_key.like(like_prefix(&prefix.to_lowercase())).escape('\\'));
         }
         match q.deactivated {
             Some(true) => query = query.filter(organisations::deactivated_at.is_not_null()),
@@ -123,24 +104,12 @@ pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<Organis
     let total: i64 = filtered().count().get_result(conn)?;
     let mut query = filtered();
     query = match (q.sort, q.descending) {
-        (SortBy::Name, false) => {
-            query.order((organisations::name_key.asc(), organisations::id.asc()))
-        }
-        (SortBy::Name, true) => {
-            query.order((organisations::name_key.desc(), organisations::id.desc()))
-        }
-        (SortBy::CreatedDate, false) => {
-            query.order((organisations::created_at.asc(), organisations::id.asc()))
-        }
-        (SortBy::CreatedDate, true) => {
-            query.order((organisations::created_at.desc(), organisations::id.desc()))
-        }
+        (SortBy::Name, false) => query.order((organisations::name_key.asc(), organisations::id.asc())),
+        (SortBy::Name, true) => query.order((organisations::name_key.desc(), organisations::id.desc())),
+        (SortBy::CreatedDate, false) => query.order((organisations::created_at.asc(), organisations::id.asc())),
+        (SortBy::CreatedDate, true) => query.order((organisations::created_at.desc(), organisations::id.desc())),
     };
-    let rows = query
-        .select(OrganisationRow::as_select())
-        .limit(q.page_size)
-        .offset(q.page * q.page_size)
-        .load(conn)?;
+    let rows = query.select(OrganisationRow::as_select()).limit(q.page_size).offset(q.page * q.page_size).load(conn)?;
     Ok((rows, total))
 }
 
@@ -151,11 +120,7 @@ pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<Organis
 /// still hand out a token. SQLite's single writer serialises them already.
 pub fn lock_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<()> {
     if let AnyConnection::Postgresql(pg) = conn {
-        organisations::table
-            .find(id)
-            .select(organisations::id)
-            .for_share()
-            .load::<DbUuid>(pg)?;
+        organisations::table.find(id).select(organisations::id).for_share().load::<DbUuid>(pg)?;
     }
     Ok(())
 }

@@ -24,16 +24,10 @@ pub struct RefreshTokenRow {
 }
 
 pub fn insert(conn: &mut AnyConnection, row: &RefreshTokenRow) -> QueryResult<()> {
-    diesel::insert_into(refresh_tokens::table)
-        .values(row)
-        .execute(conn)
-        .map(drop)
+    diesel::insert_into(refresh_tokens::table).values(row).execute(conn).map(drop)
 }
 
-pub fn find_by_digest(
-    conn: &mut AnyConnection,
-    digest: &str,
-) -> QueryResult<Option<RefreshTokenRow>> {
+pub fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
     refresh_tokens::table
         .filter(refresh_tokens::digest.eq(digest))
         .select(RefreshTokenRow::as_select())
@@ -56,9 +50,7 @@ pub fn consume(conn: &mut AnyConnection, id: DbUuid, now: DbTime) -> QueryResult
 
 pub fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> QueryResult<usize> {
     diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::family_id.eq(family))
-            .filter(refresh_tokens::revoked_at.is_null()),
+        refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)).filter(refresh_tokens::revoked_at.is_null()),
     )
     .set(refresh_tokens::revoked_at.eq(now))
     .execute(conn)
@@ -66,9 +58,7 @@ pub fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> Q
 
 pub fn revoke_user(conn: &mut AnyConnection, user: DbUuid, now: DbTime) -> QueryResult<usize> {
     diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::user_id.eq(user))
-            .filter(refresh_tokens::revoked_at.is_null()),
+        refresh_tokens::table.filter(refresh_tokens::user_id.eq(user)).filter(refresh_tokens::revoked_at.is_null()),
     )
     .set(refresh_tokens::revoked_at.eq(now))
     .execute(conn)

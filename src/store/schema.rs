@@ -83,10 +83,4 @@ diesel::table! {
 
 diesel::joinable!(memberships -> organisations (organisation_id));
 diesel::joinable!(memberships -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(
-    organisations,
-    users,
-    memberships,
-    refresh_tokens,
-    audit_events
-);
+diesel::allow_tables_to_appear_in_same_query!(organisations, users, memberships, refresh_tokens, audit_events);

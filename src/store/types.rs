@@ -136,9 +136,7 @@ impl ToSql<SqlTime, Sqlite> for DbTime {
 impl FromSql<SqlTime, Sqlite> for DbTime {
     fn from_sql(bytes: <Sqlite as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
         let text = <String as FromSql<sql_types::Text, Sqlite>>::from_sql(bytes)?;
-        Ok(Self(
-            DateTime::parse_from_rfc3339(&text)?.with_timezone(&Utc),
-        ))
+        Ok(Self(DateTime::parse_from_rfc3339(&text)?.with_timezone(&Utc)))
     }
 }
 
@@ -167,9 +165,7 @@ macro_rules! multi_backend_type {
         }
 
         impl FromSql<$sql, MultiBackend> for $rust {
-            fn from_sql(
-                bytes: <MultiBackend as Backend>::RawValue<'_>,
-            ) -> deserialize::Result<Self> {
+            fn from_sql(bytes: <MultiBackend as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
                 bytes.from_sql::<Self, $sql>()
             }
         }

@@ -33,29 +33,15 @@ impl std::fmt::Debug for UserRow {
 }
 
 pub fn insert(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<()> {
-    diesel::insert_into(users::table)
-        .values(row)
-        .execute(conn)
-        .map(drop)
+    diesel::insert_into(users::table).values(row).execute(conn).map(drop)
 }
 
 pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
-    users::table
-        .find(id)
-        .select(UserRow::as_select())
-        .first(conn)
-        .optional()
+    users::table.find(id).select(UserRow::as_select()).first(conn).optional()
 }
 
-pub fn find_by_username(
-    conn: &mut AnyConnection,
-    username_key: &str,
-) -> QueryResult<Option<UserRow>> {
-    users::table
-        .filter(users::username_key.eq(username_key))
-        .select(UserRow::as_select())
-        .first(conn)
-        .optional()
+pub fn find_by_username(conn: &mut AnyConnection, username_key: &str) -> QueryResult<Option<UserRow>> {
+    users::table.filter(users::username_key.eq(username_key)).select(UserRow::as_select()).first(conn).optional()
 }
 
 pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
@@ -76,23 +62,14 @@ pub fn update(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<bool> {
 }
 
 pub fn set_password_hash(conn: &mut AnyConnection, id: DbUuid, hash: &str) -> QueryResult<()> {
-    diesel::update(users::table.find(id))
-        .set(users::password_hash.eq(hash))
-        .execute(conn)
-        .map(drop)
+    diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(conn).map(drop)
 }
 
 pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::delete(users::table.find(id))
-        .execute(conn)
-        .map(|n| n == 1)
+    diesel::delete(users::table.find(id)).execute(conn).map(|n| n == 1)
 }
 
-pub fn list(
-    conn: &mut AnyConnection,
-    page: i64,
-    page_size: i64,
-) -> QueryResult<(Vec<UserRow>, i64)> {
+pub fn list(conn: &mut AnyConnection, page: i64, page_size: i64) -> QueryResult<(Vec<UserRow>, i64)> {
     let total = users::table.count().get_result(conn)?;
     let rows = users::table
         .order((users::username_key.asc(), users::id.asc()))

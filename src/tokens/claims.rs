@@ -39,11 +39,7 @@ pub struct AccessClaims {
     pub iat: i64,
     pub nbf: i64,
     pub jti: Uuid,
-    #[serde(
-        rename = "organisationId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "organisationId", default, skip_serializing_if = "Option::is_none")]
     pub organisation_id: Option<Uuid>,
     pub permissions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

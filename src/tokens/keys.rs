@@ -22,10 +22,7 @@ const KEY_EXTENSION: &str = "pk8";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("key file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("key file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
     LoosePermissions { path: PathBuf, mode: u32 },
     #[error("key file {path} is not an Ed25519 PKCS#8 key")]
@@ -45,9 +42,7 @@ struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -81,17 +76,12 @@ pub struct KeyRing {
 /// members in lexicographic order, base64url.
 pub fn thumbprint(x: &str) -> String {
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        canonical.as_bytes(),
-    ))
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
 }
 
 fn parse_key(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
     let pair =
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| KeyError::Invalid {
-            path: path.to_owned(),
-        })?;
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
     let public = pair.public_key().as_ref();
     let x = URL_SAFE_NO_PAD.encode(public);
     Ok(SigningKey {
@@ -103,10 +93,7 @@ fn parse_key(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| KeyError::Io { path: path.to_owned(), source }
 }
 
 /// Generates a key and writes it with mode 0600; returns its path.
@@ -119,30 +106,16 @@ pub fn generate(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBu
         URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())
     };
     let kid = thumbprint(&x);
-    let path = dir.join(format!(
-        "{}-{}.{KEY_EXTENSION}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        &kid[..12]
-    ));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io(&path))?;
-    file.write_all(pkcs8.as_ref())
-        .and_then(|()| file.sync_all())
-        .map_err(io(&path))?;
+    let path = dir.join(format!("{}-{}.{KEY_EXTENSION}", now.format("%Y%m%dT%H%M%SZ"), &kid[..12]));
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io(&path))?;
+    file.write_all(pkcs8.as_ref()).and_then(|()| file.sync_all()).map_err(io(&path))?;
     Ok(path)
 }
 
 impl KeyRing {
     /// Loads every key file of `dir`, creating the first key if there is
     /// none. The newest file (names start with their creation time) signs.
-    pub fn load_or_create(
-        dir: &Path,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Self, KeyError> {
+    pub fn load_or_create(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<Self, KeyError> {
         let mut paths = key_files(dir)?;
         if paths.is_empty() {
             paths.push(generate(dir, now)?);
@@ -151,10 +124,7 @@ impl KeyRing {
         for path in &paths {
             let mode = fs::metadata(path).map_err(io(path))?.permissions().mode();
             if mode & 0o077 != 0 {
-                return Err(KeyError::LoosePermissions {
-                    path: path.clone(),
-                    mode: mode & 0o777,
-                });
+                return Err(KeyError::LoosePermissions { path: path.clone(), mode: mode & 0o777 });
             }
             let pkcs8 = fs::read(path).map_err(io(path))?;
             keys.push(parse_key(path, &pkcs8)?);
@@ -164,34 +134,17 @@ impl KeyRing {
 
     fn from_keys(keys: Vec<SigningKey>) -> Self {
         let signer = keys.len().saturating_sub(1);
-        let by_kid = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.kid.clone(), i))
-            .collect();
+        let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
         let jwks = Jwks {
             keys: keys
                 .iter()
-                .map(|k| Jwk {
-                    kty: "OKP",
-                    crv: "Ed25519",
-                    x: &k.x,
-                    kid: &k.kid,
-                    alg: "EdDSA",
-                    use_: "sig",
-                })
+                .map(|k| Jwk { kty: "OKP", crv: "Ed25519", x: &k.x, kid: &k.kid, alg: "EdDSA", use_: "sig" })
                 .collect(),
         };
         let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
         let digest = ring::digest::digest(&ring::digest::SHA256, &jwks);
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
-        Self {
-            signer,
-            keys,
-            by_kid,
-            jwks,
-            etag,
-        }
+        Self { signer, keys, by_kid, jwks, etag }
     }
 
     pub fn signing_kid(&self) -> &str {
@@ -200,10 +153,7 @@ impl KeyRing {
 
     /// Signs claims as a compact JWS with `alg: EdDSA`, `typ: at+jwt`, `kid`.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
-        let key = self
-            .keys
-            .get(self.signer)
-            .ok_or(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)?;
+        let key = self.keys.get(self.signer).ok_or(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(key.kid.clone());
@@ -212,10 +162,7 @@ impl KeyRing {
 
     /// The verification key for `kid`, looked up in our own set only.
     pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
-        self.by_kid
-            .get(kid)
-            .and_then(|&i| self.keys.get(i))
-            .map(|k| &k.decoding)
+        self.by_kid.get(kid).and_then(|&i| self.keys.get(i)).map(|k| &k.decoding)
     }
 
     pub fn jwks(&self) -> &[u8] {
@@ -232,10 +179,7 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(KeyError::Io {
-                path: dir.to_owned(),
-                source: e,
-            });
+            return Err(KeyError::Io { path: dir.to_owned(), source: e });
         }
     };
     let mut paths = Vec::new();
@@ -261,20 +205,14 @@ mod tests {
         assert!(ring.is_ok(), "{ring:?}");
         let files = key_files(dir.path()).unwrap_or_default();
         assert_eq!(files.len(), 1);
-        let mode = fs::metadata(&files[0])
-            .map(|m| m.permissions().mode() & 0o777)
-            .ok();
+        let mode = fs::metadata(&files[0]).map(|m| m.permissions().mode() & 0o777).ok();
         assert_eq!(mode, Some(0o600));
     }
 
     #[test]
     fn a_key_readable_by_others_is_refused() {
-        let Ok(dir) = tempfile::tempdir() else {
-            panic!("tempdir")
-        };
-        let Ok(path) = generate(dir.path(), chrono::Utc::now()) else {
-            panic!("generate")
-        };
+        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let Ok(path) = generate(dir.path(), chrono::Utc::now()) else { panic!("generate") };
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o644));
         assert!(matches!(
             KeyRing::load_or_create(dir.path(), chrono::Utc::now()),
@@ -293,12 +231,8 @@ mod tests {
 
     #[test]
     fn the_jwks_holds_only_public_ed25519_members() {
-        let Ok(dir) = tempfile::tempdir() else {
-            panic!("tempdir")
-        };
-        let Ok(ring) = KeyRing::load_or_create(dir.path(), chrono::Utc::now()) else {
-            panic!("ring")
-        };
+        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let Ok(ring) = KeyRing::load_or_create(dir.path(), chrono::Utc::now()) else { panic!("ring") };
         let jwks: serde_json::Value = serde_json::from_slice(ring.jwks()).unwrap_or_default();
         let key = &jwks["keys"][0];
         assert_eq!(key["kty"], "OKP");

@@ -34,9 +34,7 @@ mod tests {
 
     #[test]
     fn secrets_are_256_bit_and_distinct() {
-        let (Ok(a), Ok(b)) = (generate(), generate()) else {
-            panic!("rng")
-        };
+        let (Ok(a), Ok(b)) = (generate(), generate()) else { panic!("rng") };
         assert_eq!(a.expose().len(), 43);
         assert_ne!(a, b);
     }

@@ -48,13 +48,7 @@ pub struct Verifier {
 impl Verifier {
     /// `max_lifetime` is the access-token lifetime: a token that claims to
     /// live longer was not issued by us, whatever its signature says.
-    pub fn new(
-        issuer: &str,
-        audience: &str,
-        leeway_secs: u64,
-        max_lifetime_secs: u64,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(issuer: &str, audience: &str, leeway_secs: u64, max_lifetime_secs: u64, clock: Arc<dyn Clock>) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[issuer]);
@@ -77,16 +71,10 @@ impl Verifier {
             return Err(TokenRejection::Algorithm);
         }
         match header.typ.as_deref() {
-            Some(t)
-                if t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
-                    || t.eq_ignore_ascii_case("application/at+jwt") => {}
+            Some(t) if t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt") => {}
             _ => return Err(TokenRejection::Type),
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| keys.decoding_key(kid))
-            .ok_or(TokenRejection::UnknownKey)?;
+        let key = header.kid.as_deref().and_then(|kid| keys.decoding_key(kid)).ok_or(TokenRejection::UnknownKey)?;
         let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|e| TokenRejection::Invalid(e.to_string()))?
             .claims;

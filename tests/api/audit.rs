@@ -80,16 +80,10 @@ async fn retention_deletes_only_expired_events(backend: Backend) {
         if old.is_empty() {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expired events are purged"
-        );
+        assert!(std::time::Instant::now() < deadline, "expired events are purged");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(
-        !app.audit(&admin, "action=token.password").await.is_empty(),
-        "recent events stay"
-    );
+    assert!(!app.audit(&admin, "action=token.password").await.is_empty(), "recent events stay");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,14 +25,8 @@ pub enum Backend {
 
 /// A database that exists for one test.
 pub enum TestDb {
-    Postgres {
-        maintenance: String,
-        name: String,
-        url: String,
-    },
-    Sqlite {
-        dir: tempfile::TempDir,
-    },
+    Postgres { maintenance: String, name: String, url: String },
+    Sqlite { dir: tempfile::TempDir },
 }
 
 impl TestDb {
@@ -42,22 +36,13 @@ impl TestDb {
                 let maintenance = std::env::var("TEST_DATABASE_URL")
                     .expect("TEST_DATABASE_URL is not set: run the tests with scripts/test");
                 let name = format!("sts_test_{}", Uuid::new_v4().simple());
-                let mut conn =
-                    PgConnection::establish(&maintenance).expect("connect to TEST_DATABASE_URL");
-                diesel::sql_query(format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .expect("create database");
+                let mut conn = PgConnection::establish(&maintenance).expect("connect to TEST_DATABASE_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).expect("create database");
                 let mut url = url::Url::parse(&maintenance).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
-                Self::Postgres {
-                    maintenance,
-                    name,
-                    url: url.to_string(),
-                }
+                Self::Postgres { maintenance, name, url: url.to_string() }
             }
-            Backend::Sqlite => Self::Sqlite {
-                dir: tempfile::tempdir().expect("tempdir"),
-            },
+            Backend::Sqlite => Self::Sqlite { dir: tempfile::tempdir().expect("tempdir") },
         }
     }
 
@@ -70,9 +55,7 @@ impl TestDb {
 
     /// Runs SQL against the test database from outside the application.
     pub fn execute(&self, sql: &str) {
-        let Self::Postgres { maintenance, .. } = self else {
-            panic!("PostgreSQL only")
-        };
+        let Self::Postgres { maintenance, .. } = self else { panic!("PostgreSQL only") };
         let mut conn = PgConnection::establish(maintenance).expect("connect");
         diesel::sql_query(sql).execute(&mut conn).expect("execute");
     }
@@ -87,17 +70,13 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Self::Postgres {
-            maintenance, name, ..
-        } = self
-        {
+        if let Self::Postgres { maintenance, name, .. } = self {
             let (maintenance, name) = (maintenance.clone(), name.clone());
             // Dropping happens on a plain thread: Drop may run inside the runtime.
             let _ = std::thread::spawn(move || {
                 if let Ok(mut conn) = PgConnection::establish(&maintenance) {
                     let _ =
-                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut conn);
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn);
                 }
             })
             .join();
@@ -136,32 +115,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
-        let db = tokio::task::spawn_blocking(move || TestDb::create(backend))
-            .await
-            .expect("create db");
+        let db = tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create db");
         let keys = tempfile::tempdir().expect("tempdir");
         let mut settings = test_settings(&db.url(), keys.path());
         adjust(&mut settings);
         let config = settings.resolve().expect("test settings are valid");
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-        let app = Application::build(config, clock.clone())
-            .await
-            .expect("application starts");
+        let app = Application::build(config, clock.clone()).await.expect("application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let stop = Box::new(app.shutdown_trigger());
         tokio::spawn(app.run_until_stopped());
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        Self {
-            address,
-            client,
-            clock,
-            db,
-            stop,
-            _keys: keys,
-        }
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        Self { address, client, clock, db, stop, _keys: keys }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -169,159 +134,78 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("request")
     }
 
     pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.client
-            .patch(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.patch(self.url(path)).bearer_auth(token).json(body).send().await.expect("request")
     }
 
     pub async fn put(&self, path: &str, token: &str) -> Response {
-        self.client
-            .put(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.put(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn token_request(&self, form: &[(&str, &str)]) -> Response {
-        self.client
-            .post(self.url("/api/sts/token/v1"))
-            .form(form)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url("/api/sts/token/v1")).form(form).send().await.expect("request")
     }
 
     /// A password grant that must succeed; returns the whole response body.
     pub async fn login(&self, username: &str, password: &str, organisation: Option<Uuid>) -> Value {
         let org = organisation.map(|o| o.to_string()).unwrap_or_default();
-        let mut form = vec![
-            ("grant_type", "password"),
-            ("username", username),
-            ("password", password),
-        ];
+        let mut form = vec![("grant_type", "password"), ("username", username), ("password", password)];
         if organisation.is_some() {
             form.push(("organisation_id", &org));
         }
         let response = self.token_request(&form).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::OK,
-            "login of {username} for {org}"
-        );
+        assert_eq!(response.status(), StatusCode::OK, "login of {username} for {org}");
         response.json().await.expect("json")
     }
 
     pub async fn admin_token(&self) -> String {
-        self.login(ADMIN, ADMIN_PASSWORD, None).await["access_token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
+        self.login(ADMIN, ADMIN_PASSWORD, None).await["access_token"].as_str().expect("token").to_owned()
     }
 
     pub async fn create_org(&self, admin: &str, name: &str, roles: &[&str]) -> Uuid {
-        let response = self
-            .post_json(
-                "/api/sts/organisation/v1",
-                admin,
-                &json!({"name": name, "roles": roles}),
-            )
-            .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::CREATED,
-            "create organisation {name}"
-        );
+        let response = self.post_json("/api/sts/organisation/v1", admin, &json!({"name": name, "roles": roles})).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create organisation {name}");
         id_of(response).await
     }
 
     /// Creates a USER whose password is `password_of(username)`.
     pub async fn create_user(&self, admin: &str, username: &str, roles: &[&str]) -> Uuid {
-        let body = json!({"username": username, "type": "USER", "password": password_of(username), "systemRoles": roles});
+        let body =
+            json!({"username": username, "type": "USER", "password": password_of(username), "systemRoles": roles});
         let response = self.post_json("/api/sts/user/v1", admin, &body).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::CREATED,
-            "create user {username}"
-        );
+        assert_eq!(response.status(), StatusCode::CREATED, "create user {username}");
         id_of(response).await
     }
 
     /// Creates a technical user; returns its id and secret.
-    pub async fn create_technical(
-        &self,
-        admin: &str,
-        username: &str,
-        roles: &[&str],
-    ) -> (Uuid, String) {
+    pub async fn create_technical(&self, admin: &str, username: &str, roles: &[&str]) -> (Uuid, String) {
         let body = json!({"username": username, "type": "TECHNICAL", "systemRoles": roles});
         let response = self.post_json("/api/sts/user/v1", admin, &body).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::CREATED,
-            "create technical user {username}"
-        );
+        assert_eq!(response.status(), StatusCode::CREATED, "create technical user {username}");
         let body: Value = response.json().await.expect("json");
-        let id = body["id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .expect("id");
-        (
-            id,
-            body["clientSecret"]
-                .as_str()
-                .expect("clientSecret")
-                .to_owned(),
-        )
+        let id = body["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).expect("id");
+        (id, body["clientSecret"].as_str().expect("clientSecret").to_owned())
     }
 
     pub async fn add_member(&self, admin: &str, org: Uuid, user: Uuid) {
-        let response = self
-            .put(
-                &format!("/api/sts/organisation/v1/{org}/member/{user}"),
-                admin,
-            )
-            .await;
+        let response = self.put(&format!("/api/sts/organisation/v1/{org}/member/{user}"), admin).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "add member");
     }
 
     /// Audit events matching a query string, newest first.
     pub async fn audit(&self, admin: &str, query: &str) -> Vec<Value> {
-        let response = self
-            .get(&format!("/api/sts/audit/v1?pageSize=1000&{query}"), admin)
-            .await;
+        let response = self.get(&format!("/api/sts/audit/v1?pageSize=1000&{query}"), admin).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.expect("json");
         body["values"].as_array().cloned().unwrap_or_default()
@@ -330,63 +214,36 @@ impl TestApp {
     /// Verifies a token the way Core does, with an independent Ed25519
     /// implementation against the published JWKS; returns the claims.
     pub async fn verify_like_core(&self, token: &str) -> Value {
-        let jwks: Value = self
-            .client
-            .get(self.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .expect("jwks")
-            .json()
-            .await
-            .expect("json");
+        let jwks: Value =
+            self.client.get(self.url("/.well-known/jwks.json")).send().await.expect("jwks").json().await.expect("json");
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3, "compact JWS");
         assert!(!token.contains('='), "base64url without padding");
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64"))
-            .expect("header");
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("header");
         assert_eq!(header["alg"], "EdDSA");
         assert_eq!(header["typ"], "at+jwt");
         let key = jwks["keys"]
             .as_array()
             .and_then(|keys| keys.iter().find(|k| k["kid"] == header["kid"]))
             .expect("kid is in the JWKS");
-        assert_eq!(
-            (key["kty"].as_str(), key["crv"].as_str()),
-            (Some("OKP"), Some("Ed25519"))
-        );
-        let x: [u8; 32] = URL_SAFE_NO_PAD
-            .decode(key["x"].as_str().expect("x"))
-            .expect("b64")
-            .try_into()
-            .expect("32 bytes");
+        assert_eq!((key["kty"].as_str(), key["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
+        let x: [u8; 32] =
+            URL_SAFE_NO_PAD.decode(key["x"].as_str().expect("x")).expect("b64").try_into().expect("32 bytes");
         let verifying = ed25519_dalek::VerifyingKey::from_bytes(&x).expect("public key");
         let signature =
-            ed25519_dalek::Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).expect("b64"))
-                .expect("sig");
+            ed25519_dalek::Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).expect("b64")).expect("sig");
         verifying
             .verify_strict(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
             .expect("signature verifies");
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64"))
-            .expect("claims");
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("claims");
         assert_eq!(claims["iss"], "http://sts.test");
         assert_eq!(claims["aud"], "one-core");
-        assert!(
-            claims["sub"]
-                .as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .is_some()
-        );
-        assert!(
-            claims["jti"]
-                .as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .is_some()
-        );
+        assert!(claims["sub"].as_str().and_then(|s| Uuid::parse_str(s).ok()).is_some());
+        assert!(claims["jti"].as_str().and_then(|s| Uuid::parse_str(s).ok()).is_some());
         for time in ["exp", "iat", "nbf"] {
             assert!(claims[time].is_i64(), "{time} is a NumericDate");
         }
-        let permissions: Vec<String> =
-            serde_json::from_value(claims["permissions"].clone()).expect("permissions");
+        let permissions: Vec<String> = serde_json::from_value(claims["permissions"].clone()).expect("permissions");
         let mut sorted = permissions.clone();
         sorted.sort();
         sorted.dedup();
@@ -407,10 +264,7 @@ pub fn password_of(username: &str) -> String {
 
 pub async fn id_of(response: Response) -> Uuid {
     let body: Value = response.json().await.expect("json");
-    body["id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .expect("id")
+    body["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).expect("id")
 }
 
 /// The claims of a token, unverified (for assertions on tokens already verified).

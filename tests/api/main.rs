@@ -1,13 +1,11 @@
-#![expect(
-    clippy::expect_used,
-    reason = "test set-up fails loudly, with the reason, where it cannot go on"
-)]
+#![expect(clippy::expect_used, reason = "test set-up fails loudly, with the reason, where it cannot go on")]
 
 //! One integration binary: the real application on a real port, against a
 //! real PostgreSQL and a real SQLite file. Every scenario runs on both.
 
 mod helpers;
 
+mod admin_api;
 mod audit;
 mod foundation;
 mod organisations;

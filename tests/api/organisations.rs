@@ -193,53 +193,29 @@ both_backends! {
 async fn government(app: TestApp) {
     let admin = app.admin_token().await;
     let pid = app.create_org(&admin, "PID Issuance", &["ISSUER"]).await;
-    let wallet = app
-        .create_org(&admin, "National Wallet Provider", &["WALLET_PROVIDER"])
-        .await;
-    let dept_a = app
-        .create_org(&admin, "Department A Verification", &["VERIFIER"])
-        .await;
-    let dept_b = app
-        .create_org(&admin, "Department B Verification", &["VERIFIER"])
-        .await;
-    let issuer = app
-        .create_user(&admin, "pid.officer", &["ISSUING_OPERATOR"])
-        .await;
-    let verifier = app
-        .create_user(
-            &admin,
-            "dept.a.clerk",
-            &["VERIFYING_OPERATOR", "ISSUING_OPERATOR"],
-        )
-        .await;
+    let wallet = app.create_org(&admin, "National Wallet Provider", &["WALLET_PROVIDER"]).await;
+    let dept_a = app.create_org(&admin, "Department A Verification", &["VERIFIER"]).await;
+    let dept_b = app.create_org(&admin, "Department B Verification", &["VERIFIER"]).await;
+    let issuer = app.create_user(&admin, "pid.officer", &["ISSUING_OPERATOR"]).await;
+    let verifier = app.create_user(&admin, "dept.a.clerk", &["VERIFYING_OPERATOR", "ISSUING_OPERATOR"]).await;
     app.add_member(&admin, pid, issuer).await;
     app.add_member(&admin, dept_a, verifier).await;
 
-    let issuing = app
-        .login("pid.officer", &password_of("pid.officer"), Some(pid))
-        .await["access_token"]
+    let issuing = app.login("pid.officer", &password_of("pid.officer"), Some(pid)).await["access_token"]
         .as_str()
         .expect("at")
         .to_owned();
     assert!(crate::helpers::permissions(&issuing).contains(&"CREDENTIAL_ISSUE".to_owned()));
-    let verifying = app
-        .login("dept.a.clerk", &password_of("dept.a.clerk"), Some(dept_a))
-        .await["access_token"]
+    let verifying = app.login("dept.a.clerk", &password_of("dept.a.clerk"), Some(dept_a)).await["access_token"]
         .as_str()
         .expect("at")
         .to_owned();
     let perms = crate::helpers::permissions(&verifying);
     assert!(perms.contains(&"PROOF_ISSUE".to_owned()));
-    assert!(
-        !perms.contains(&"CREDENTIAL_ISSUE".to_owned()),
-        "verifiers cannot issue"
-    );
-    for (user, org) in [
-        ("pid.officer", dept_a),
-        ("pid.officer", wallet),
-        ("dept.a.clerk", pid),
-        ("dept.a.clerk", dept_b),
-    ] {
+    assert!(!perms.contains(&"CREDENTIAL_ISSUE".to_owned()), "verifiers cannot issue");
+    for (user, org) in
+        [("pid.officer", dept_a), ("pid.officer", wallet), ("dept.a.clerk", pid), ("dept.a.clerk", dept_b)]
+    {
         let org = org.to_string();
         let response = app
             .token_request(&[
@@ -249,11 +225,7 @@ async fn government(app: TestApp) {
                 ("organisation_id", &org),
             ])
             .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::BAD_REQUEST,
-            "{user} has no token for another organisation"
-        );
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{user} has no token for another organisation");
     }
 }
 
@@ -273,24 +245,13 @@ async fn government_scenario_on_sqlite() {
 /// works) and the other deleted (gone, its audit trail kept).
 async fn university(app: TestApp) {
     let admin = app.admin_token().await;
-    let academic = app
-        .create_org(&admin, "Academic Credentials", &["ISSUER"])
-        .await;
-    let employee = app
-        .create_org(&admin, "Employee Credentials", &["ISSUER"])
-        .await;
-    let registrar = app
-        .create_user(&admin, "registrar", &["ISSUING_OPERATOR"])
-        .await;
-    let hr = app
-        .create_user(&admin, "hr.badges", &["ISSUING_OPERATOR"])
-        .await;
+    let academic = app.create_org(&admin, "Academic Credentials", &["ISSUER"]).await;
+    let employee = app.create_org(&admin, "Employee Credentials", &["ISSUER"]).await;
+    let registrar = app.create_user(&admin, "registrar", &["ISSUING_OPERATOR"]).await;
+    let hr = app.create_user(&admin, "hr.badges", &["ISSUING_OPERATOR"]).await;
     app.add_member(&admin, academic, registrar).await;
     app.add_member(&admin, employee, hr).await;
-    for (user, own, other) in [
-        ("registrar", academic, employee),
-        ("hr.badges", employee, academic),
-    ] {
+    for (user, own, other) in [("registrar", academic, employee), ("hr.badges", employee, academic)] {
         app.login(user, &password_of(user), Some(own)).await;
         let other = other.to_string();
         let refused = app
@@ -301,18 +262,9 @@ async fn university(app: TestApp) {
                 ("organisation_id", &other),
             ])
             .await;
-        assert_eq!(
-            refused.status(),
-            StatusCode::BAD_REQUEST,
-            "{user} cannot issue for the other side"
-        );
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{user} cannot issue for the other side");
     }
-    app.patch_json(
-        &format!("{ORGS}/{academic}"),
-        &admin,
-        &json!({"deactivate": true}),
-    )
-    .await;
+    app.patch_json(&format!("{ORGS}/{academic}"), &admin, &json!({"deactivate": true})).await;
     let academic_s = academic.to_string();
     let stopped = app
         .token_request(&[
@@ -323,42 +275,13 @@ async fn university(app: TestApp) {
         ])
         .await;
     assert_eq!(stopped.status(), StatusCode::BAD_REQUEST);
-    let members: Value = app
-        .get(&format!("{ORGS}/{academic}/member"), &admin)
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        members["values"][0]["username"], "registrar",
-        "data stays visible"
-    );
-    app.patch_json(
-        &format!("{ORGS}/{academic}"),
-        &admin,
-        &json!({"deactivate": false}),
-    )
-    .await;
-    app.login("registrar", &password_of("registrar"), Some(academic))
-        .await;
-    assert_eq!(
-        app.delete(&format!("{ORGS}/{employee}"), &admin)
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&format!("{ORGS}/{employee}"), &admin)
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
-    );
-    assert!(
-        !app.audit(&admin, &format!("organisationId={employee}"))
-            .await
-            .is_empty(),
-        "audit kept"
-    );
+    let members: Value = app.get(&format!("{ORGS}/{academic}/member"), &admin).await.json().await.expect("json");
+    assert_eq!(members["values"][0]["username"], "registrar", "data stays visible");
+    app.patch_json(&format!("{ORGS}/{academic}"), &admin, &json!({"deactivate": false})).await;
+    app.login("registrar", &password_of("registrar"), Some(academic)).await;
+    assert_eq!(app.delete(&format!("{ORGS}/{employee}"), &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&format!("{ORGS}/{employee}"), &admin).await.status(), StatusCode::NOT_FOUND);
+    assert!(!app.audit(&admin, &format!("organisationId={employee}")).await.is_empty(), "audit kept");
 }
 
 /// Enterprise: four holder organisations; Finance staff cannot obtain a
@@ -369,17 +292,9 @@ async fn enterprise(app: TestApp) {
     for name in ["HR", "Finance", "Legal", "Procurement"] {
         orgs.push(app.create_org(&admin, name, &["HOLDER"]).await);
     }
-    let finance = app
-        .create_user(&admin, "finance.clerk", &["WALLET_USER"])
-        .await;
+    let finance = app.create_user(&admin, "finance.clerk", &["WALLET_USER"]).await;
     app.add_member(&admin, orgs[1], finance).await;
-    let token = app
-        .login(
-            "finance.clerk",
-            &password_of("finance.clerk"),
-            Some(orgs[1]),
-        )
-        .await;
+    let token = app.login("finance.clerk", &password_of("finance.clerk"), Some(orgs[1])).await;
     assert!(
         crate::helpers::permissions(token["access_token"].as_str().expect("at"))
             .contains(&"HOLDER_CREDENTIAL_LIST".to_owned())

@@ -15,18 +15,8 @@ const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// What the role mapping says a user with `system_roles` gets in an
 /// organisation with `org_roles`, computed from `GET /api/sts/role/v1`.
-async fn expected(
-    app: &TestApp,
-    token: &str,
-    system_roles: &[&str],
-    org_roles: &[&str],
-) -> Vec<String> {
-    let roles: Value = app
-        .get("/api/sts/role/v1", token)
-        .await
-        .json()
-        .await
-        .expect("json");
+async fn expected(app: &TestApp, token: &str, system_roles: &[&str], org_roles: &[&str]) -> Vec<String> {
+    let roles: Value = app.get("/api/sts/role/v1", token).await.json().await.expect("json");
     let union = |map: &Value, names: &[&str]| -> BTreeSet<String> {
         names
             .iter()
@@ -42,23 +32,14 @@ async fn expected(
 async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
     let body: Value = response.json().await.expect("json");
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
-    )
+    (status, body["error"].as_str().unwrap_or_default().to_owned())
 }
 
 /// An organisation with a member; returns (admin token, org, user id, username).
 async fn member_of_issuer(app: &TestApp) -> (String, Uuid, Uuid, String) {
     let admin = app.admin_token().await;
     let org = app.create_org(&admin, "PID Issuance", &["ISSUER"]).await;
-    let user = app
-        .create_user(
-            &admin,
-            "issuer.staff",
-            &["ISSUING_OPERATOR", "VERIFYING_OPERATOR"],
-        )
-        .await;
+    let user = app.create_user(&admin, "issuer.staff", &["ISSUING_OPERATOR", "VERIFYING_OPERATOR"]).await;
     app.add_member(&admin, org, user).await;
     (admin, org, user, "issuer.staff".to_owned())
 }

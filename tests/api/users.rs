@@ -64,14 +64,8 @@ both_backends! {
     }
 }
 
-const SYSTEM_ROLES: [&str; 6] = [
-    "ISSUING_OPERATOR",
-    "VERIFYING_OPERATOR",
-    "WALLET_USER",
-    "AUDITOR",
-    "IDENTITY_ADMIN",
-    "DELEGATION_SERVICE",
-];
+const SYSTEM_ROLES: [&str; 6] =
+    ["ISSUING_OPERATOR", "VERIFYING_OPERATOR", "WALLET_USER", "AUDITOR", "IDENTITY_ADMIN", "DELEGATION_SERVICE"];
 const ORG_ROLES: [&str; 7] = [
     "ISSUER",
     "HOLDER",
@@ -83,11 +77,7 @@ const ORG_ROLES: [&str; 7] = [
 ];
 
 fn pick<'a>(all: &'a [&'a str], mask: u8) -> Vec<&'a str> {
-    all.iter()
-        .enumerate()
-        .filter(|(i, _)| mask & (1 << i) != 0)
-        .map(|(_, r)| *r)
-        .collect()
+    all.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, r)| *r).collect()
 }
 
 /// Random system roles × random organisation roles, over HTTP: every
@@ -96,12 +86,7 @@ fn pick<'a>(all: &'a [&'a str], mask: u8) -> Vec<&'a str> {
 async fn permission_policy_holds_over_http(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
-    let roles: Value = app
-        .get("/api/sts/role/v1", &admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let roles: Value = app.get("/api/sts/role/v1", &admin).await.json().await.expect("json");
     let union = |map: &Value, names: &[&str]| -> BTreeSet<String> {
         names
             .iter()
@@ -109,24 +94,13 @@ async fn permission_policy_holds_over_http(backend: Backend) {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect()
     };
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 12,
-        ..ProptestConfig::default()
-    });
-    let cases: Vec<(u8, u8)> = (0..12)
-        .map(|_| {
-            (any::<u8>(), 1u8..128)
-                .new_tree(&mut runner)
-                .expect("strategy")
-                .current()
-        })
-        .collect();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 12, ..ProptestConfig::default() });
+    let cases: Vec<(u8, u8)> =
+        (0..12).map(|_| (any::<u8>(), 1u8..128).new_tree(&mut runner).expect("strategy").current()).collect();
     for (i, (user_mask, org_mask)) in cases.into_iter().enumerate() {
         let system = pick(&SYSTEM_ROLES, user_mask & 0b11_1111);
         let org_roles = pick(&ORG_ROLES, org_mask);
-        let org = app
-            .create_org(&admin, &format!("Org {i}"), &org_roles)
-            .await;
+        let org = app.create_org(&admin, &format!("Org {i}"), &org_roles).await;
         let username = format!("user{i}");
         let user = app.create_user(&admin, &username, &system).await;
         let org_s = org.to_string();
@@ -138,15 +112,9 @@ async fn permission_policy_holds_over_http(backend: Backend) {
                 ("organisation_id", &org_s),
             ])
             .await;
-        assert_eq!(
-            outsider.status(),
-            StatusCode::BAD_REQUEST,
-            "non-members get invalid_grant"
-        );
+        assert_eq!(outsider.status(), StatusCode::BAD_REQUEST, "non-members get invalid_grant");
         app.add_member(&admin, org, user).await;
-        let token = app
-            .login(&username, &password_of(&username), Some(org))
-            .await["access_token"]
+        let token = app.login(&username, &password_of(&username), Some(org)).await["access_token"]
             .as_str()
             .expect("at")
             .to_owned();
@@ -154,11 +122,7 @@ async fn permission_policy_holds_over_http(backend: Backend) {
             .intersection(&union(&roles["organisationRoles"], &org_roles))
             .cloned()
             .collect();
-        assert_eq!(
-            permissions(&token),
-            expected,
-            "system {system:?} × organisation {org_roles:?}"
-        );
+        assert_eq!(permissions(&token), expected, "system {system:?} × organisation {org_roles:?}");
     }
 }
 

@@ -23,7 +23,6 @@ pub async fn client_credentials(
     meta: &RequestMeta,
     client_id: String,
     secret: Secret,
-    basic: bool,
     organisation: Option<Uuid>,
 ) -> Result<Issued, GrantError> {
     let ctx2 = ctx.clone();
@@ -41,9 +40,7 @@ pub async fn client_credentials(
                 let authenticated = user.as_ref().is_some_and(|u| {
                     u.kind == TECHNICAL_KIND
                         && secret.expose().len() <= MAX_SECRET_BYTES
-                        && u.secret_digest
-                            .as_deref()
-                            .is_some_and(|d| opaque::matches(secret.expose(), d))
+                        && u.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
                 });
                 let fail = |conn: &mut _, reason: &str, client: bool| -> Result<_, GrantError> {
                     let event = AuditEvent::new(ACTION, Outcome::Failure)
@@ -60,16 +57,9 @@ pub async fn client_credentials(
                     Ok(a) => a,
                     Err(reason) => return fail(conn, &reason, false),
                 };
-                let (access_token, expires_in) = Mint::new(&ctx2, now).sign(
-                    id,
-                    organisation,
-                    &authorised.permissions,
-                    None,
-                    None,
-                )?;
-                let event = AuditEvent::new(ACTION, Outcome::Success)
-                    .subject(id)
-                    .organisation(organisation);
+                let (access_token, expires_in) =
+                    Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
+                let event = AuditEvent::new(ACTION, Outcome::Success).subject(id).organisation(organisation);
                 audit::record(conn, now, &meta, event)?;
                 Ok(Ok(Issued {
                     access_token,
@@ -81,11 +71,9 @@ pub async fn client_credentials(
             })
         })
         .await?;
-    outcome.map_err(|(client, reason)| {
-        if client {
-            GrantError::InvalidClient { basic }
-        } else {
-            GrantError::InvalidGrant(reason)
-        }
-    })
+    outcome.map_err(
+        |(client, reason)| {
+            if client { GrantError::InvalidClient } else { GrantError::InvalidGrant(reason) }
+        },
+    )
 }

@@ -26,71 +26,46 @@ pub struct ExchangeRequest {
 }
 
 /// Input checks of RFC 8693 §2.1: anything wrong here is `invalid_request`.
-fn verify_input(
-    ctx: &Context,
-    request: &ExchangeRequest,
-) -> Result<(AccessClaims, Option<AccessClaims>), GrantError> {
+fn verify_input(ctx: &Context, request: &ExchangeRequest) -> Result<(AccessClaims, Option<AccessClaims>), GrantError> {
     let subject_token = request.subject_token.as_deref().filter(|t| !t.is_empty());
-    let subject_token =
-        subject_token.ok_or(GrantError::InvalidRequest("subject_token is required"))?;
+    let subject_token = subject_token.ok_or(GrantError::InvalidRequest("subject_token is required"))?;
     if request.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-        return Err(GrantError::InvalidRequest(
-            "subject_token_type must be an access token type",
-        ));
+        return Err(GrantError::InvalidRequest("subject_token_type must be an access token type"));
     }
-    if request
-        .requested_token_type
-        .as_deref()
-        .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
-    {
-        return Err(GrantError::InvalidRequest(
-            "only access tokens can be requested",
-        ));
+    if request.requested_token_type.as_deref().is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return Err(GrantError::InvalidRequest("only access tokens can be requested"));
     }
     let subject = ctx
         .verifier
         .verify(&ctx.keys, subject_token)
         .map_err(|_| GrantError::InvalidRequest("subject_token is not a valid access token"))?;
     if subject.act.is_some() {
-        return Err(GrantError::InvalidRequest(
-            "a delegated token cannot be exchanged again",
-        ));
+        return Err(GrantError::InvalidRequest("a delegated token cannot be exchanged again"));
     }
     let actor = match (&request.actor_token, &request.actor_token_type) {
         (None, None) => None,
         (Some(token), Some(kind)) if kind == ACCESS_TOKEN_TYPE => {
-            let actor = ctx.verifier.verify(&ctx.keys, token).map_err(|_| {
-                GrantError::InvalidRequest("actor_token is not a valid access token")
-            })?;
+            let actor = ctx
+                .verifier
+                .verify(&ctx.keys, token)
+                .map_err(|_| GrantError::InvalidRequest("actor_token is not a valid access token"))?;
             if actor.act.is_some() || !actor.has_permission(DELEGATE_PERMISSION) {
-                return Err(GrantError::InvalidRequest(
-                    "the actor may not act on behalf of others",
-                ));
+                return Err(GrantError::InvalidRequest("the actor may not act on behalf of others"));
             }
             Some(actor)
         }
         (Some(_), _) => {
-            return Err(GrantError::InvalidRequest(
-                "actor_token_type is missing or unsupported",
-            ));
+            return Err(GrantError::InvalidRequest("actor_token_type is missing or unsupported"));
         }
         (None, Some(_)) => {
-            return Err(GrantError::InvalidRequest(
-                "actor_token_type without actor_token",
-            ));
+            return Err(GrantError::InvalidRequest("actor_token_type without actor_token"));
         }
     };
     Ok((subject, actor))
 }
 
-pub async fn exchange(
-    ctx: &Context,
-    meta: &RequestMeta,
-    request: ExchangeRequest,
-) -> Result<Issued, GrantError> {
-    let organisation = request
-        .organisation_id
-        .ok_or(GrantError::InvalidRequest("organisation_id is required"))?;
+pub async fn exchange(ctx: &Context, meta: &RequestMeta, request: ExchangeRequest) -> Result<Issued, GrantError> {
+    let organisation = request.organisation_id.ok_or(GrantError::InvalidRequest("organisation_id is required"))?;
     let (subject, actor) = verify_input(ctx, &request)?;
     let ctx2 = ctx.clone();
     let meta = meta.clone();
@@ -99,34 +74,31 @@ pub async fn exchange(
             conn.transaction::<_, GrantError, _>(|conn| {
                 let now = ctx2.now();
                 let actor_id = actor.as_ref().map(|a| a.sub);
-                let fail =
-                    |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
-                        let event = AuditEvent::new(ACTION, Outcome::Failure)
-                            .subject(subject.sub)
-                            .actor(actor_id)
-                            .organisation(Some(organisation))
-                            .reason(reason);
-                        audit::record(conn, now, &meta, event)?;
-                        Ok(Err(reason.to_owned()))
-                    };
+                let fail = |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
+                    let event = AuditEvent::new(ACTION, Outcome::Failure)
+                        .subject(subject.sub)
+                        .actor(actor_id)
+                        .organisation(Some(organisation))
+                        .reason(reason);
+                    audit::record(conn, now, &meta, event)?;
+                    Ok(Err(reason.to_owned()))
+                };
                 // Leaving a deactivated or deleted organisation is refused too.
                 if let Some(source) = subject.organisation_id
                     && !organisation_active(conn, source)?
                 {
                     return fail(conn, "subject token's organisation is not active");
                 }
-                let mut permissions =
-                    match authorise(conn, &ctx2.config.roles, subject.sub, Some(organisation))? {
-                        Ok(a) => a.permissions,
-                        Err(reason) => return fail(conn, &reason),
-                    };
+                let mut permissions = match authorise(conn, &ctx2.config.roles, subject.sub, Some(organisation))? {
+                    Ok(a) => a.permissions,
+                    Err(reason) => return fail(conn, &reason),
+                };
                 if let Some(actor_id) = actor_id {
-                    let acting =
-                        match authorise(conn, &ctx2.config.roles, actor_id, Some(organisation))? {
-                            Ok(a) if a.user.kind == TECHNICAL_KIND => a,
-                            Ok(_) => return fail(conn, "actor is not a technical user"),
-                            Err(reason) => return fail(conn, &format!("actor: {reason}")),
-                        };
+                    let acting = match authorise(conn, &ctx2.config.roles, actor_id, Some(organisation))? {
+                        Ok(a) if a.user.kind == TECHNICAL_KIND => a,
+                        Ok(_) => return fail(conn, "actor is not a technical user"),
+                        Err(reason) => return fail(conn, &format!("actor: {reason}")),
+                    };
                     permissions = permissions.intersection(&acting.permissions);
                 }
                 let (access_token, expires_in) = Mint::new(&ctx2, now).sign(

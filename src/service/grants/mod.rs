@@ -16,9 +16,7 @@ pub use password::password;
 pub use refresh::{refresh, revoke};
 
 use super::GrantError;
-use crate::domain::permissions::{
-    Ceiling, organisation_token_permissions, system_token_permissions,
-};
+use crate::domain::permissions::{Ceiling, organisation_token_permissions, system_token_permissions};
 use crate::domain::{OrganisationRole, PermissionSet, RoleCatalog};
 use crate::secret::Secret;
 use crate::store::types::DbUuid;
@@ -69,9 +67,7 @@ pub fn authorise(
         Some(id) => {
             organisations::lock_for_grant(conn, DbUuid(id))?;
             let Some(org) = memberships::organisation_of_member(conn, DbUuid(id), user.id)? else {
-                return Ok(Err(
-                    "not a member of the organisation, or no such organisation".into(),
-                ));
+                return Ok(Err("not a member of the organisation, or no such organisation".into()));
             };
             if org.deactivated_at.is_some() {
                 return Ok(Err("organisation deactivated".into()));
@@ -141,10 +137,7 @@ impl<'a> Mint<'a> {
             permissions: permissions.to_vec(),
             act: actor.map(|sub| Actor { sub }),
         };
-        let token = self
-            .keys
-            .sign(&claims)
-            .map_err(|e| GrantError::Internal(e.into()))?;
+        let token = self.keys.sign(&claims).map_err(|e| GrantError::Internal(e.into()))?;
         Ok((token, exp - iat))
     }
 }

@@ -25,14 +25,8 @@ pub async fn password(
         return Err(GrantError::InvalidRequest("password too long"));
     }
     let key = username.trim().to_lowercase();
-    let user = ctx
-        .store
-        .run(move |conn| users::find_by_username(conn, &key).map_err(GrantError::from))
-        .await?;
-    let stored = user
-        .as_ref()
-        .filter(|u| u.kind == USER_KIND)
-        .and_then(|u| u.password_hash.clone());
+    let user = ctx.store.run(move |conn| users::find_by_username(conn, &key).map_err(GrantError::from)).await?;
+    let stored = user.as_ref().filter(|u| u.kind == USER_KIND).and_then(|u| u.password_hash.clone());
     // Always one argon2 verification, against a dummy hash for unknown users.
     let verified = ctx.passwords.verify(&password, stored).await?;
 
@@ -43,16 +37,15 @@ pub async fn password(
         .run(move |conn| {
             conn.transaction::<_, GrantError, _>(|conn| {
                 let now = ctx2.now();
-                let fail =
-                    |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
-                        let subject = user_id.map_or_else(|| username.clone(), |id| id.to_string());
-                        let event = AuditEvent::new(ACTION, Outcome::Failure)
-                            .subject(subject)
-                            .organisation(organisation)
-                            .reason(reason);
-                        audit::record(conn, now, &meta, event)?;
-                        Ok(Err(reason.to_owned()))
-                    };
+                let fail = |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
+                    let subject = user_id.map_or_else(|| username.clone(), |id| id.to_string());
+                    let event = AuditEvent::new(ACTION, Outcome::Failure)
+                        .subject(subject)
+                        .organisation(organisation)
+                        .reason(reason);
+                    audit::record(conn, now, &meta, event)?;
+                    Ok(Err(reason.to_owned()))
+                };
                 let Some(user_id) = user_id.filter(|_| verified.matches) else {
                     return fail(conn, "invalid username or password");
                 };
@@ -64,16 +57,9 @@ pub async fn password(
                     users::set_password_hash(conn, DbUuid(user_id), hash)?;
                 }
                 let refresh_token = new_family(conn, &ctx2.config, now, user_id, organisation)?;
-                let (access_token, expires_in) = Mint::new(&ctx2, now).sign(
-                    user_id,
-                    organisation,
-                    &authorised.permissions,
-                    None,
-                    None,
-                )?;
-                let event = AuditEvent::new(ACTION, Outcome::Success)
-                    .subject(user_id)
-                    .organisation(organisation);
+                let (access_token, expires_in) =
+                    Mint::new(&ctx2, now).sign(user_id, organisation, &authorised.permissions, None, None)?;
+                let event = AuditEvent::new(ACTION, Outcome::Success).subject(user_id).organisation(organisation);
                 audit::record(conn, now, &meta, event)?;
                 Ok(Ok(Issued {
                     access_token,

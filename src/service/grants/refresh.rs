@@ -32,8 +32,7 @@ fn store_token(
     user: Uuid,
     organisation: Option<Uuid>,
 ) -> Result<Secret, GrantError> {
-    let secret =
-        opaque::generate().map_err(|_| GrantError::Internal(anyhow::anyhow!("no randomness")))?;
+    let secret = opaque::generate().map_err(|_| GrantError::Internal(anyhow::anyhow!("no randomness")))?;
     let (family_id, family_expires_at) = family;
     let expires_at = (now + secs(config.settings.tokens.refresh_ttl_secs)).min(family_expires_at);
     refresh_tokens::insert(
@@ -62,10 +61,7 @@ pub(super) fn new_family(
     user: Uuid,
     organisation: Option<Uuid>,
 ) -> Result<Secret, GrantError> {
-    let family = (
-        Uuid::new_v4(),
-        now + secs(config.settings.tokens.refresh_family_ttl_secs),
-    );
+    let family = (Uuid::new_v4(), now + secs(config.settings.tokens.refresh_family_ttl_secs));
     store_token(conn, config, now, family, user, organisation)
 }
 
@@ -82,40 +78,27 @@ pub async fn refresh(
         .run(move |conn| {
             conn.transaction::<_, GrantError, _>(|conn| {
                 let now = ctx2.now();
-                let record =
-                    |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
-                        let mut event = AuditEvent::new(ACTION, outcome).organisation(
-                            requested_organisation
-                                .or(row.and_then(|r| r.organisation_id.map(|o| o.0))),
-                        );
-                        if let Some(row) = row {
-                            event = event.subject(row.user_id.0).target(row.family_id.0);
-                        }
-                        if let Some(reason) = reason {
-                            event = event.reason(reason);
-                        }
-                        audit::record(conn, now, &meta, event)
-                    };
+                let record = |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
+                    let mut event = AuditEvent::new(ACTION, outcome)
+                        .organisation(requested_organisation.or(row.and_then(|r| r.organisation_id.map(|o| o.0))));
+                    if let Some(row) = row {
+                        event = event.subject(row.user_id.0).target(row.family_id.0);
+                    }
+                    if let Some(reason) = reason {
+                        event = event.reason(reason);
+                    }
+                    audit::record(conn, now, &meta, event)
+                };
                 let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? else {
                     record(conn, Outcome::Failure, None, Some("unknown refresh token"))?;
                     return Ok(Err("unknown refresh token".to_owned()));
                 };
                 if row.revoked_at.is_some() {
-                    record(
-                        conn,
-                        Outcome::Failure,
-                        Some(&row),
-                        Some("revoked refresh token"),
-                    )?;
+                    record(conn, Outcome::Failure, Some(&row), Some("revoked refresh token"))?;
                     return Ok(Err("revoked refresh token".into()));
                 }
                 if row.expires_at.0 <= now || row.family_expires_at.0 <= now {
-                    record(
-                        conn,
-                        Outcome::Failure,
-                        Some(&row),
-                        Some("expired refresh token"),
-                    )?;
+                    record(conn, Outcome::Failure, Some(&row), Some("expired refresh token"))?;
                     return Ok(Err("expired refresh token".into()));
                 }
                 let replay = |conn: &mut AnyConnection, row: &RefreshTokenRow| {
@@ -128,14 +111,13 @@ pub async fn refresh(
                     return replay(conn, &row);
                 }
                 let organisation = requested_organisation.or(row.organisation_id.map(|o| o.0));
-                let authorised =
-                    match authorise(conn, &ctx2.config.roles, row.user_id.0, organisation)? {
-                        Ok(a) => a,
-                        Err(reason) => {
-                            record(conn, Outcome::Failure, Some(&row), Some(&reason))?;
-                            return Ok(Err(reason));
-                        }
-                    };
+                let authorised = match authorise(conn, &ctx2.config.roles, row.user_id.0, organisation)? {
+                    Ok(a) => a,
+                    Err(reason) => {
+                        record(conn, Outcome::Failure, Some(&row), Some(&reason))?;
+                        return Ok(Err(reason));
+                    }
+                };
                 // The conditional update decides the race: one winner, and
                 // every other use of this token is a replay.
                 if !refresh_tokens::consume(conn, row.id, DbTime::from(now))? {
@@ -143,15 +125,9 @@ pub async fn refresh(
                 }
                 let user = row.user_id.0;
                 let family = (row.family_id.0, row.family_expires_at.0);
-                let refresh_token =
-                    store_token(conn, &ctx2.config, now, family, user, organisation)?;
-                let (access_token, expires_in) = Mint::new(&ctx2, now).sign(
-                    user,
-                    organisation,
-                    &authorised.permissions,
-                    None,
-                    None,
-                )?;
+                let refresh_token = store_token(conn, &ctx2.config, now, family, user, organisation)?;
+                let (access_token, expires_in) =
+                    Mint::new(&ctx2, now).sign(user, organisation, &authorised.permissions, None, None)?;
                 record(conn, Outcome::Success, Some(&row), None)?;
                 Ok(Ok(Issued {
                     access_token,
@@ -168,11 +144,7 @@ pub async fn refresh(
 
 /// RFC 7009: revoking a refresh token ends its family. Unknown tokens are
 /// not an error (the answer must not reveal which tokens exist).
-pub async fn revoke(
-    ctx: &Context,
-    meta: &RequestMeta,
-    presented: Secret,
-) -> Result<(), GrantError> {
+pub async fn revoke(ctx: &Context, meta: &RequestMeta, presented: Secret) -> Result<(), GrantError> {
     let ctx2 = ctx.clone();
     let meta = meta.clone();
     let digest = opaque::digest(presented.expose());
