@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::service::passwords::{PasswordPolicy, Passwords};
+use crate::service::throttle::SourceLimiter;
 use crate::service::{Context, users};
 use crate::store::{self, ConnectionSettings, DatabaseUrl, PoolSettings, Store};
 use crate::tokens::{KeyRing, Verifier};
@@ -78,24 +79,62 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
+async fn bootstrap(ctx: &Context) -> Result<(), StartError> {
+    if let Some((username, password)) =
+        users::bootstrap(ctx).await.map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
+    {
+        // Shown once, on the terminal only: never through the logger.
+        println!("created user `{username}` with system role ADMIN and password: {}", password.expose());
+    }
+    Ok(())
+}
+
+/// After a start without the database: migrate as soon as it answers, then
+/// open the store for requests and create the bootstrap admin.
+async fn migrate_when_reachable(ctx: Context) {
+    const RETRY: Duration = Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(RETRY).await;
+        match migrate(&ctx.config).await {
+            Ok(_) => break,
+            Err(e) => tracing::debug!(error = %e, "database still unreachable"),
+        }
+    }
+    ctx.store.set_schema_ready(true);
+    tracing::info!("database reachable: schema migrated, serving");
+    if let Err(e) = bootstrap(&ctx).await {
+        tracing::error!(error = %e, "bootstrap admin failed");
+    }
+}
+
 /// A started server and what tests and `main` need of it.
 pub struct Application {
     server: Server,
     address: std::net::SocketAddr,
     state: web::Data<AppState>,
     grace: Duration,
+    /// Between readiness turning 503 and the listener closing.
+    delay: Duration,
 }
 
 /// Everything but the HTTP server: migrates, opens the pool, loads the keys
 /// and the password hasher. Commands that work on the data (`sts user
 /// create`) use this and never bind a port.
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Context, StartError> {
-    migrate(&config).await?;
+    let migrated = migrate(&config).await;
     let db = &config.settings.database;
     let store = Store::new(
         connection_settings(&config),
         &PoolSettings { max_size: db.pool_size, acquire_timeout: Duration::from_millis(db.acquire_timeout_ms) },
     );
+    match migrated {
+        Ok(_) => {}
+        Err(StartError::Database { reason, .. }) if db.wait_at_start => {
+            tracing::warn!(reason = %reason, "database unreachable at start: serving degraded until it answers");
+            store.set_schema_ready(false);
+        }
+        Err(e) => return Err(e),
+    }
     let keys = Arc::new(KeyRing::load_or_create(&config.settings.keys.dir, clock.now())?);
     let tokens = &config.settings.tokens;
     let verifier =
@@ -108,7 +147,8 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Context, S
         PasswordPolicy { min_chars: pw.min_chars, max_bytes: pw.max_bytes },
     )
     .map_err(|e| StartError::Other(e.to_string()))?;
-    Ok(Context { config: Arc::new(config), store, keys, verifier, clock, passwords })
+    let sources = Arc::new(SourceLimiter::new(config.settings.login.source_failures_per_minute));
+    Ok(Context { config: Arc::new(config), store, keys, verifier, clock, passwords, sources })
 }
 
 impl Application {
@@ -117,16 +157,16 @@ impl Application {
     /// (or [`Application::run_until_signalled`]) is awaited.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let ctx = prepare(config, clock).await?;
-        if let Some((username, password)) =
-            users::bootstrap(&ctx).await.map_err(|e| StartError::Other(format!("bootstrap admin: {e}")))?
-        {
-            // Shown once, on the terminal only: never through the logger.
-            println!("created user `{username}` with system role ADMIN and password: {}", password.expose());
+        if ctx.store.schema_ready() {
+            bootstrap(&ctx).await?;
+        } else {
+            tokio::spawn(migrate_when_reachable(ctx.clone()));
         }
         crate::service::audit::spawn_retention(ctx.clone());
 
         let server_settings = &ctx.config.settings.server;
         let grace = Duration::from_secs(server_settings.shutdown_grace_secs);
+        let delay = Duration::from_secs(server_settings.shutdown_delay_secs);
         let (listen, workers) = (ctx.config.listen, ctx.config.workers);
         let bind_error = |e: std::io::Error| StartError::Bind { address: listen.to_string(), reason: e.to_string() };
         let listener = TcpListener::bind(listen).map_err(bind_error)?;
@@ -146,7 +186,7 @@ impl Application {
         .listen(listener)
         .map_err(bind_error)?
         .run();
-        Ok(Self { server, address, state, grace })
+        Ok(Self { server, address, state, grace, delay })
     }
 
     /// The address actually bound (port 0 becomes the real port).
@@ -172,10 +212,14 @@ impl Application {
     pub fn shutdown_trigger(&self) -> impl Fn() + Send + Sync + 'static {
         let flag = self.state.shutting_down.clone();
         let handle = self.server.handle();
+        let delay = self.delay;
         move || {
             flag.store(true, Ordering::SeqCst);
             let handle = handle.clone();
-            tokio::spawn(async move { handle.stop(true).await });
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                handle.stop(true).await;
+            });
         }
     }
 

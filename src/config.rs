@@ -11,6 +11,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::roles::{RoleCatalog, vocabulary};
+use crate::domain::throttle::ThrottlePolicy;
 use crate::secret::Secret;
 use crate::store::DatabaseUrl;
 
@@ -49,7 +50,34 @@ pub struct Settings {
     pub roles: RoleSettings,
     pub bootstrap: BootstrapSettings,
     pub audit: AuditSettings,
+    pub login: LoginSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    pub free_failures: u32,
+    pub backoff_initial_secs: u64,
+    pub backoff_max_secs: u64,
+    pub lock_after_failures: u32,
+    pub lock_secs: u64,
+    pub reset_after_secs: u64,
+    pub source_failures_per_minute: u32,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            backoff_initial_secs: 1,
+            backoff_max_secs: 60,
+            lock_after_failures: 20,
+            lock_secs: 900,
+            reset_after_secs: 43_200,
+            source_failures_per_minute: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,7 +102,10 @@ pub struct ServerSettings {
     pub workers: usize,
     pub body_limit_bytes: usize,
     pub token_body_limit_bytes: usize,
+    pub max_header_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub shutdown_delay_secs: u64,
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +116,7 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     pub statement_timeout_ms: u64,
     pub sqlite_busy_timeout_ms: u64,
+    pub wait_at_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,7 +213,10 @@ impl Default for ServerSettings {
             workers: 0,
             body_limit_bytes: 64 * 1024,
             token_body_limit_bytes: 16 * 1024,
+            max_header_bytes: 8 * 1024,
             shutdown_grace_secs: 25,
+            shutdown_delay_secs: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -194,6 +229,7 @@ impl Default for DatabaseSettings {
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: 5_000,
             sqlite_busy_timeout_ms: 5_000,
+            wait_at_start: false,
         }
     }
 }
@@ -311,6 +347,10 @@ impl Settings {
             ("database.acquire_timeout_ms", self.database.acquire_timeout_ms),
             ("passwords.max_bytes", self.passwords.max_bytes as u64),
             ("audit.purge_interval_secs", self.audit.purge_interval_secs),
+            ("login.backoff_initial_secs", self.login.backoff_initial_secs),
+            ("login.lock_secs", self.login.lock_secs),
+            ("login.source_failures_per_minute", u64::from(self.login.source_failures_per_minute)),
+            ("server.max_header_bytes", self.server.max_header_bytes as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(&named(key), "must be greater than 0"));
@@ -332,8 +372,26 @@ impl Settings {
                 ));
             }
         }
+        let trusted_proxies = self
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|p| p.parse().map_err(|_| invalid("`server.trusted_proxies`", format!("`{p}` is not an IP address"))))
+            .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+        let secs = |v: u64| chrono::Duration::seconds(i64::try_from(v).unwrap_or(i64::MAX / 1000));
+        let login = &self.login;
+        let throttle = ThrottlePolicy {
+            free_failures: login.free_failures,
+            backoff_initial: secs(login.backoff_initial_secs),
+            backoff_max: secs(login.backoff_max_secs.max(login.backoff_initial_secs)),
+            lock_after: login.lock_after_failures.max(login.free_failures),
+            lock_for: secs(login.lock_secs),
+            reset_after: secs(login.reset_after_secs),
+        };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Config {
+            trusted_proxies,
+            throttle,
             listen,
             workers: if self.server.workers == 0 { cores } else { self.server.workers },
             database,
@@ -363,6 +421,9 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is believed (the trusted proxy hop).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub throttle: ThrottlePolicy,
     pub workers: usize,
     pub database: DatabaseUrl,
     /// `iss` of every token, without a trailing slash.

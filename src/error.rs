@@ -32,6 +32,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("too many requests")]
     TooManyRequests(u64),
+    #[error("request headers too large (limit {0} bytes)")]
+    HeadersTooLarge(usize),
     #[error("service temporarily unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -60,6 +62,7 @@ impl ApiError {
             Self::Internal => "STS_0008",
             Self::MethodNotAllowed => "STS_0009",
             Self::TooManyRequests(_) => "STS_0010",
+            Self::HeadersTooLarge(_) => "STS_0011",
         }
     }
 }
@@ -75,6 +78,7 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,6 +129,7 @@ pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: &'static str,
+    retry_after: Option<u64>,
 }
 
 /// RFC 6749 §5.2 error body of the token endpoint.
@@ -142,12 +147,17 @@ impl std::fmt::Display for OAuthError {
 
 impl OAuthError {
     pub fn invalid_request(description: &'static str) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error: "invalid_request", description }
+        Self { status: StatusCode::BAD_REQUEST, error: "invalid_request", description, retry_after: None }
     }
 
     /// The body exceeded the token endpoint's limit (checked before parsing).
     pub fn payload_too_large() -> Self {
-        Self { status: StatusCode::PAYLOAD_TOO_LARGE, error: "invalid_request", description: "request body too large" }
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: "invalid_request",
+            description: "request body too large",
+            retry_after: None,
+        }
     }
 
     pub fn error_code(&self) -> &'static str {
@@ -172,13 +182,21 @@ impl From<GrantError> for OAuthError {
                 tracing::warn!(cause = %cause, "token endpoint unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again later")
             }
+            GrantError::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many failed attempts; retry later")
+            }
             GrantError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again later"),
             GrantError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error at the token endpoint");
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
             }
         };
-        Self { status, error: code, description }
+        let retry_after = match error {
+            GrantError::TooManyRequests(secs) => Some(secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
+        Self { status, error: code, description, retry_after }
     }
 }
 
@@ -195,8 +213,8 @@ impl ResponseError for OAuthError {
             // challenge names the scheme a client can answer with.
             response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="sts""#));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs));
         }
         response.json(OAuthBody { error: self.error, error_description: self.description })
     }
@@ -219,6 +237,7 @@ mod tests {
             (ApiError::Internal, 500, "STS_0008"),
             (ApiError::MethodNotAllowed, 405, "STS_0009"),
             (ApiError::TooManyRequests(1), 429, "STS_0010"),
+            (ApiError::HeadersTooLarge(1), 431, "STS_0011"),
         ];
         for (error, status, code) in table {
             assert_eq!(error.status_code().as_u16(), status, "{error:?}");

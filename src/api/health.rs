@@ -47,6 +47,7 @@ pub async fn metrics(state: State) -> HttpResponse {
     metrics::with_local_recorder(state.metrics.as_ref(), || {
         metrics::gauge!("db_pool_connections").set(f64::from(connections));
         metrics::gauge!("db_pool_idle_connections").set(f64::from(idle));
+        metrics::counter!("password_comparisons_total").absolute(state.ctx.passwords.comparisons());
     });
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.handle().render())
 }

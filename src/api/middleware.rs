@@ -12,6 +12,7 @@ use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 use super::State;
+use crate::error::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID: usize = 128;
@@ -27,15 +28,25 @@ fn client_request_id(req: &ServiceRequest) -> Option<String> {
     ok.then(|| value.to_owned())
 }
 
-pub async fn observe(
+/// Headers beyond the configured size are refused before any handler runs.
+fn headers_too_large(req: &ServiceRequest) -> Option<usize> {
+    let limit = req.app_data::<State>()?.ctx.config.settings.server.max_header_bytes;
+    let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    (size > limit).then_some(limit)
+}
+
+pub async fn observe<B: MessageBody + 'static>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<B>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let mut response = match headers_too_large(&req) {
+        Some(limit) => req.error_response(ApiError::HeadersTooLarge(limit)).map_into_right_body(),
+        None => next.call(req).instrument(span.clone()).await?.map_into_left_body(),
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());

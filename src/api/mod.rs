@@ -39,14 +39,31 @@ impl std::fmt::Debug for AppState {
 
 pub type State = web::Data<AppState>;
 
-/// The request id and the peer address, for the audit log.
+/// The request id and the client address, for the audit log and throttling.
 pub fn request_meta(req: &HttpRequest) -> RequestMeta {
+    let trusted = req.app_data::<State>().map(|s| s.ctx.config.trusted_proxies.as_slice()).unwrap_or_default();
     RequestMeta {
         request_id: req.extensions().get::<middleware::RequestId>().map(|r| r.0.clone()),
-        // The peer only: forwarding headers are client-controlled unless a
-        // trusted proxy sets them (RFC 9700 §4.13).
-        source_ip: req.peer_addr().map(|a| a.ip().to_string()),
+        source_ip: client_address(req.peer_addr().map(|a| a.ip()), req.headers(), trusted).map(|ip| ip.to_string()),
     }
+}
+
+/// The peer, unless the peer is a trusted proxy: then the address that proxy
+/// appended last to `X-Forwarded-For`. Forwarding headers from anyone else
+/// are client-controlled and ignored (RFC 9700 §4.13), so a client cannot
+/// choose the address it is throttled under.
+pub fn client_address(
+    peer: Option<std::net::IpAddr>,
+    headers: &actix_web::http::header::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = headers.get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).last();
+    let hop = forwarded.and_then(|list| list.rsplit(',').next()).and_then(|ip| ip.trim().parse().ok());
+    Some(hop.unwrap_or(peer))
 }
 
 /// Declares the route table once: it registers every route (each path a

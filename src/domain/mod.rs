@@ -5,6 +5,7 @@
 pub mod names;
 pub mod permissions;
 pub mod roles;
+pub mod throttle;
 
 pub use permissions::PermissionSet;
 pub use roles::{OrganisationRole, RoleCatalog};

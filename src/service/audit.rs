@@ -21,6 +21,13 @@ pub struct RequestMeta {
     pub source_ip: Option<String>,
 }
 
+impl RequestMeta {
+    /// The client address, for per-source throttling.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.source_ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Outcome {

@@ -6,6 +6,7 @@ pub mod grants;
 pub mod memberships;
 pub mod organisations;
 pub mod passwords;
+pub mod throttle;
 pub mod users;
 
 use crate::store::StoreError;
@@ -63,6 +64,9 @@ pub enum GrantError {
     Unavailable(String),
     #[error("password hashing is saturated")]
     Busy,
+    /// The source address used up its failed authentications; retry after.
+    #[error("too many failed attempts from this address")]
+    TooManyRequests(u64),
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -108,6 +112,7 @@ pub struct Context {
     pub verifier: Verifier,
     pub clock: Arc<dyn Clock>,
     pub passwords: passwords::Passwords,
+    pub sources: Arc<throttle::SourceLimiter>,
 }
 
 impl Context {

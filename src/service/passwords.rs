@@ -55,6 +55,9 @@ pub struct Passwords {
     /// Verified against when the user does not exist, so that an unknown
     /// user costs the same time as a wrong password.
     dummy_hash: Arc<str>,
+    /// Comparisons against a real stored hash (not the dummy), for metrics
+    /// and for proving that throttling holds.
+    comparisons: Arc<std::sync::atomic::AtomicU64>,
     pub policy: PasswordPolicy,
 }
 
@@ -116,6 +119,7 @@ impl Passwords {
             permits: Arc::new(Semaphore::new(threads.max(1))),
             queue_timeout,
             dummy_hash: dummy_hash.into(),
+            comparisons: Arc::default(),
             policy,
         })
     }
@@ -138,6 +142,11 @@ impl Passwords {
         Ok(result)
     }
 
+    /// How many comparisons against real stored hashes ran so far.
+    pub fn comparisons(&self) -> u64 {
+        self.comparisons.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn hash(&self, password: &Secret) -> Result<String, ServiceError> {
         let params = self.params.clone();
         let password = password.clone();
@@ -150,8 +159,12 @@ impl Passwords {
         let params = self.params.clone();
         let password = password.clone();
         let dummy = self.dummy_hash.clone();
+        let comparisons = self.comparisons.clone();
         self.on_hashing_pool(move || match stored {
-            Some(stored) => verify_now(&params, password.expose(), &stored, &dummy),
+            Some(stored) => {
+                comparisons.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                verify_now(&params, password.expose(), &stored, &dummy)
+            }
             None => {
                 let _ = verify_now(&params, password.expose(), &dummy, &dummy);
                 Verified { matches: false, rehash: None }

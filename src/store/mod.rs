@@ -50,13 +50,20 @@ impl From<DieselError> for StoreError {
 /// Messages of errors that say "try again later" rather than "this is wrong":
 /// PostgreSQL's statement timeout and lost connections, SQLite's lock timeout.
 fn is_transient(message: &str) -> bool {
-    const TRANSIENT: [&str; 6] = [
+    // "permission denied" and a full disk are the database refusing every
+    // write (the audit insert first of all): the change rolls back and the
+    // client is told to come back, not that it erred.
+    const TRANSIENT: [&str; 10] = [
         "statement timeout",
         "database is locked",
         "server closed the connection",
         "terminating connection",
         "connection to server",
         "no connection to the server",
+        "permission denied",
+        "No space left on device",
+        "database or disk is full",
+        "could not extend file",
     ];
     TRANSIENT.iter().any(|t| message.contains(t))
 }
@@ -66,6 +73,9 @@ fn is_transient(message: &str) -> bool {
 pub struct Store {
     pool: Pool,
     url: DatabaseUrl,
+    /// False while the schema could not be migrated yet (a start without
+    /// the database): every query answers "unavailable" until then.
+    schema_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,7 +108,15 @@ impl Store {
             .test_on_check_out(true)
             .error_handler(Box::new(TracingErrorHandler))
             .build_unchecked(connection::Manager(settings));
-        Self { pool, url }
+        Self { pool, url, schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)) }
+    }
+
+    pub fn set_schema_ready(&self, ready: bool) {
+        self.schema_ready.store(ready, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn schema_ready(&self) -> bool {
+        self.schema_ready.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> &DatabaseUrl {
@@ -113,6 +131,9 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        if !self.schema_ready() {
+            return Err(E::from(StoreError::Unavailable("the schema is not migrated yet".into())));
+        }
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {

@@ -17,7 +17,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    use diesel::sql_types::{Nullable, Text};
+    use diesel::sql_types::{Integer, Nullable, Text};
     use crate::store::types::{SqlNames, SqlTime, SqlUuid};
 
     users (id) {
@@ -31,6 +31,9 @@ diesel::table! {
         created_at -> SqlTime,
         last_modified -> SqlTime,
         disabled_at -> Nullable<SqlTime>,
+        failed_logins -> Integer,
+        last_failed_at -> Nullable<SqlTime>,
+        throttled_until -> Nullable<SqlTime>,
     }
 }
 

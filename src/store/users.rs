@@ -79,3 +79,45 @@ pub fn list(conn: &mut AnyConnection, page: i64, page_size: i64) -> QueryResult<
         .load(conn)?;
     Ok((rows, total))
 }
+
+/// The login-throttling columns of one user (default: a clean slate).
+#[derive(Debug, Clone, Default, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct LoginRow {
+    pub failed_logins: i32,
+    pub last_failed_at: Option<DbTime>,
+    pub throttled_until: Option<DbTime>,
+}
+
+/// Reads the throttling state, holding the row lock on PostgreSQL until the
+/// transaction ends, so parallel attempts on one account are counted one
+/// after the other by every instance. (SQLite has one writer already.)
+pub fn login_state_for_update(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<LoginRow>> {
+    match conn {
+        AnyConnection::Postgresql(pg) => users::table
+            .find(id)
+            .select((users::failed_logins, users::last_failed_at, users::throttled_until))
+            .for_update()
+            .first::<(i32, Option<DbTime>, Option<DbTime>)>(pg)
+            .optional()
+            .map(|row| {
+                row.map(|(failed_logins, last_failed_at, throttled_until)| LoginRow {
+                    failed_logins,
+                    last_failed_at,
+                    throttled_until,
+                })
+            }),
+        AnyConnection::Sqlite(_) => users::table.find(id).select(LoginRow::as_select()).first(conn).optional(),
+    }
+}
+
+pub fn set_login_state(conn: &mut AnyConnection, id: DbUuid, row: &LoginRow) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::failed_logins.eq(row.failed_logins),
+            users::last_failed_at.eq(row.last_failed_at),
+            users::throttled_until.eq(row.throttled_until),
+        ))
+        .execute(conn)
+        .map(drop)
+}

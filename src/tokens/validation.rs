@@ -37,6 +37,25 @@ pub enum TokenRejection {
     LifetimeTooLong,
 }
 
+/// Our tokens are a few hundred bytes; anything far larger is not ours and
+/// is refused before it is decoded.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// We understand no JWS extension, so a `crit` header member must make the
+/// token invalid (RFC 7515 §4.1.11) — jsonwebtoken does not look at it.
+fn reject_critical_header(token: &str) -> Result<(), TokenRejection> {
+    use base64::Engine;
+    let segment = token.split('.').next().ok_or(TokenRejection::Malformed)?;
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenRejection::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| TokenRejection::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(TokenRejection::Malformed);
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct Verifier {
     validation: Validation,
@@ -66,6 +85,10 @@ impl Verifier {
     }
 
     pub fn verify(&self, keys: &KeyRing, token: &str) -> Result<AccessClaims, TokenRejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenRejection::Malformed);
+        }
+        reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenRejection::Algorithm);

@@ -25,6 +25,8 @@ pub async fn client_credentials(
     secret: Secret,
     organisation: Option<Uuid>,
 ) -> Result<Issued, GrantError> {
+    let source = meta.source();
+    ctx.sources.check(source).map_err(GrantError::TooManyRequests)?;
     let ctx2 = ctx.clone();
     let meta = meta.clone();
     let outcome = ctx
@@ -71,9 +73,12 @@ pub async fn client_credentials(
             })
         })
         .await?;
-    outcome.map_err(
-        |(client, reason)| {
-            if client { GrantError::InvalidClient } else { GrantError::InvalidGrant(reason) }
-        },
-    )
+    outcome.map_err(|(client, reason)| {
+        if client {
+            ctx.sources.record_failure(source);
+            GrantError::InvalidClient
+        } else {
+            GrantError::InvalidGrant(reason)
+        }
+    })
 }
