@@ -240,6 +240,10 @@ pub async fn update(
                     if revoke {
                         refresh_tokens::revoke_user(conn, row.id, now)?;
                     }
+                    if changes.password.is_some() {
+                        // An administrator's password reset also lifts a lock.
+                        rows::set_login_state(conn, row.id, &rows::LoginRow::default())?;
+                    }
                     audit::record(conn, now.0, &meta, event("user.update", Some(caller), id))?;
                     Ok(())
                 })

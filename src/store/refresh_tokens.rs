@@ -79,3 +79,18 @@ pub fn revoke_user_in_organisation(
     .set(refresh_tokens::revoked_at.eq(now))
     .execute(conn)
 }
+
+/// On PostgreSQL, locks every token of a family until the transaction ends,
+/// so a rotation and a revocation (or two rotations) of one family run one
+/// after the other: a revocation that follows a rotation sees, and revokes,
+/// the token that rotation created. SQLite has one writer already.
+pub fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResult<()> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family))
+            .select(refresh_tokens::id)
+            .for_update()
+            .load::<DbUuid>(pg)?;
+    }
+    Ok(())
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, Validation};
 
-use super::claims::{ACCESS_TOKEN_TYP, AccessClaims};
+use super::claims::{ACCESS_TOKEN_TYP, AccessClaims, Audience};
 use super::keys::KeyRing;
 use crate::clock::Clock;
 
@@ -59,6 +59,7 @@ fn reject_critical_header(token: &str) -> Result<(), TokenRejection> {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     validation: Validation,
+    audience: String,
     leeway: i64,
     max_lifetime: i64,
     clock: Arc<dyn Clock>,
@@ -78,6 +79,7 @@ impl Verifier {
         validation.leeway = 0;
         Self {
             validation,
+            audience: audience.to_owned(),
             leeway: i64::try_from(leeway_secs).unwrap_or(i64::MAX),
             max_lifetime: i64::try_from(max_lifetime_secs).unwrap_or(i64::MAX),
             clock,
@@ -102,7 +104,15 @@ impl Verifier {
             .map_err(|e| TokenRejection::Invalid(e.to_string()))?
             .claims;
         let now = self.clock.now().timestamp();
-        if claims.exp <= now - self.leeway {
+        // Exact audience: one value, ours. A token minted for several
+        // audiences is not one of ours (RFC 8725 §3.9).
+        if !matches!(&claims.aud, Audience::One(a) if a == &self.audience)
+            && !matches!(&claims.aud, Audience::Many(all) if all.len() == 1 && all[0] == self.audience)
+        {
+            return Err(TokenRejection::Invalid("audience".into()));
+        }
+        // Valid up to and including exp + leeway (RFC 7519 §4.1.4).
+        if claims.exp < now - self.leeway {
             return Err(TokenRejection::Expired);
         }
         if claims.nbf > now + self.leeway {

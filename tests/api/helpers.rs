@@ -60,6 +60,27 @@ impl TestDb {
         diesel::sql_query(sql).execute(&mut conn).expect("execute");
     }
 
+    /// One number from SQL run outside the application (either backend).
+    pub fn scalar(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Scalar {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            value: i64,
+        }
+        let rows: Vec<Scalar> = match self {
+            Self::Postgres { url, .. } => {
+                let mut conn = PgConnection::establish(url).expect("connect");
+                diesel::sql_query(sql).load(&mut conn).expect("query")
+            }
+            Self::Sqlite { dir } => {
+                let path = dir.path().join("sts.db");
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+                diesel::sql_query(sql).load(&mut conn).expect("query")
+            }
+        };
+        rows.first().map(|r| r.value).expect("one row")
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Self::Postgres { name, .. } => name,
@@ -106,7 +127,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub db: TestDb,
     pub stop: Box<dyn Fn() + Send + Sync>,
-    _keys: tempfile::TempDir,
+    pub keys: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -126,7 +147,7 @@ impl TestApp {
         let stop = Box::new(app.shutdown_trigger());
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Self { address, client, clock, db, stop, _keys: keys }
+        Self { address, client, clock, db, stop, keys }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -249,6 +270,61 @@ impl TestApp {
         sorted.dedup();
         assert_eq!(permissions, sorted, "permissions sorted without duplicates");
         claims
+    }
+}
+
+impl TestApp {
+    /// The service's own signing key for `kid`, read from its keys folder,
+    /// so tests can forge tokens whose signature is valid.
+    pub fn signing_key(&self, kid: &str) -> ed25519_dalek::SigningKey {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let entries = std::fs::read_dir(self.keys.path()).expect("keys dir");
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "pk8") {
+                let der = std::fs::read(&path).expect("read key");
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der).expect("pkcs8");
+                if sts::tokens::keys::thumbprint(&URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes())) == kid {
+                    return key;
+                }
+            }
+        }
+        panic!("no key file for kid {kid}");
+    }
+
+    /// A compact JWS of arbitrary header and claims, signed with `key`.
+    pub fn sign_with(key: &ed25519_dalek::SigningKey, header: &Value, claims: &Value) -> String {
+        use ed25519_dalek::Signer;
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    /// The header and claims of a real admin token, to be bent by a test.
+    pub async fn admin_parts(&self) -> (Value, Value) {
+        let token = self.admin_token().await;
+        let header = token.split('.').next().expect("header");
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("b64")).expect("json");
+        (header, claims(&token))
+    }
+
+    /// The admin API refuses `token` with 401, the generic body and the
+    /// RFC 6750 challenge: nothing about why.
+    pub async fn assert_refused(&self, token: &str, case: &str) {
+        let response = self.get("/api/sts/organisation/v1", token).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
+        assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="invalid_token""#, "{case}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body, json!({"code": "STS_0002", "message": "missing or invalid access token"}), "{case}");
+    }
+
+    /// The admin API accepts `token`.
+    pub async fn assert_accepted(&self, token: &str, case: &str) {
+        assert_eq!(self.get("/api/sts/organisation/v1", token).await.status(), StatusCode::OK, "{case}");
     }
 }
 

@@ -9,5 +9,6 @@ mod admin_api;
 mod audit;
 mod foundation;
 mod organisations;
+mod security_jose;
 mod tokens;
 mod users;

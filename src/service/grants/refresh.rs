@@ -89,10 +89,14 @@ pub async fn refresh(
                     }
                     audit::record(conn, now, &meta, event)
                 };
-                let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? else {
+                let Some(found) = refresh_tokens::find_by_digest(conn, &digest)? else {
                     record(conn, Outcome::Failure, None, Some("unknown refresh token"))?;
                     return Ok(Err("unknown refresh token".to_owned()));
                 };
+                // Serialise with any other use or revocation of the family,
+                // then decide on the token's state as it is now.
+                refresh_tokens::lock_family(conn, found.family_id)?;
+                let row = refresh_tokens::find_by_digest(conn, &digest)?.unwrap_or(found);
                 if row.revoked_at.is_some() {
                     record(conn, Outcome::Failure, Some(&row), Some("revoked refresh token"))?;
                     return Ok(Err("revoked refresh token".into()));
@@ -153,6 +157,7 @@ pub async fn revoke(ctx: &Context, meta: &RequestMeta, presented: Secret) -> Res
             conn.transaction::<_, GrantError, _>(|conn| {
                 let now = ctx2.now();
                 if let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? {
+                    refresh_tokens::lock_family(conn, row.family_id)?;
                     refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now))?;
                     let event = AuditEvent::new("token.revoke", Outcome::Success)
                         .subject(row.user_id.0)
