@@ -116,6 +116,8 @@ pub fn test_settings(database_url: &str, keys_dir: &std::path::Path) -> Settings
     settings.keys.dir = keys_dir.to_owned();
     settings.passwords.memory_kib = 1024;
     settings.passwords.iterations = 1;
+    // Every test talks from 127.0.0.1; the per-source limit gets its own test.
+    settings.login.source_failures_per_minute = 10_000;
     settings.bootstrap.admin_username = Some(ADMIN.into());
     settings.bootstrap.admin_password = Some(sts::secret::Secret::new(ADMIN_PASSWORD));
     settings
@@ -354,10 +356,13 @@ pub fn permissions(token: &str) -> Vec<String> {
 }
 
 /// Writes each scenario once and runs it on both backends; the test names
-/// end in `::postgres` and `::sqlite`.
+/// end in `::postgres` and `::sqlite`. `where |settings| ...` adjusts the
+/// settings the application starts with.
 #[macro_export]
 macro_rules! both_backends {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {
+    (@adjust) => { |_: &mut sts::config::Settings| {} };
+    (@adjust $adjust:expr) => { $adjust };
+    ($(async fn $name:ident($app:ident) $(where ($adjust:expr))? $body:block)*) => {
         $(
             mod $name {
                 #[allow(unused_imports)]
@@ -367,12 +372,14 @@ macro_rules! both_backends {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    scenario($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await;
+                    let adjust = $crate::both_backends!(@adjust $($adjust)?);
+                    scenario($crate::helpers::TestApp::spawn_with($crate::helpers::Backend::Postgres, adjust).await).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    scenario($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await).await;
+                    let adjust = $crate::both_backends!(@adjust $($adjust)?);
+                    scenario($crate::helpers::TestApp::spawn_with($crate::helpers::Backend::Sqlite, adjust).await).await;
                 }
             }
         )*
