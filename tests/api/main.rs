@@ -9,6 +9,8 @@ mod admin_api;
 mod audit;
 mod foundation;
 mod organisations;
+mod security_auth;
 mod security_jose;
+mod security_refresh;
 mod tokens;
 mod users;
