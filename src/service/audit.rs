@@ -94,13 +94,32 @@ fn bounded(text: Option<String>) -> Option<String> {
     text.map(|t| t.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).take(MAX_FIELD_CHARS).collect())
 }
 
+/// The audit row could not be written. Whatever the cause, the change it
+/// records must not happen: the transaction rolls back and the client is
+/// told to retry (503), never that the change was made.
+#[derive(Debug, thiserror::Error)]
+#[error("audit write failed: {0}")]
+pub struct AuditWriteFailed(#[source] pub diesel::result::Error);
+
+impl From<AuditWriteFailed> for super::ServiceError {
+    fn from(error: AuditWriteFailed) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+impl From<AuditWriteFailed> for super::GrantError {
+    fn from(error: AuditWriteFailed) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
 /// Writes the event on `conn` (inside the caller's transaction) and logs it.
 pub fn record(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
     meta: &RequestMeta,
     event: AuditEvent,
-) -> diesel::QueryResult<()> {
+) -> Result<(), AuditWriteFailed> {
     let row = AuditRow {
         id: DbUuid(Uuid::new_v4()),
         created_at: DbTime::from(now),
@@ -114,7 +133,7 @@ pub fn record(
         source_ip: bounded(meta.source_ip.clone()),
         reason: bounded(event.reason),
     };
-    rows::insert(conn, &row)?;
+    rows::insert(conn, &row).map_err(AuditWriteFailed)?;
     tracing::info!(
         target: "audit",
         audit_id = %row.id.0,

@@ -60,6 +60,22 @@ impl TestDb {
         diesel::sql_query(sql).execute(&mut conn).expect("execute");
     }
 
+    /// Runs SQL inside the test database itself, from outside the
+    /// application (either backend).
+    pub fn execute_here(&self, sql: &str) {
+        match self {
+            Self::Postgres { url, .. } => {
+                let mut conn = PgConnection::establish(url).expect("connect");
+                diesel::sql_query(sql).execute(&mut conn).expect("execute");
+            }
+            Self::Sqlite { dir } => {
+                let path = dir.path().join("sts.db");
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+                diesel::sql_query(sql).execute(&mut conn).expect("execute");
+            }
+        }
+    }
+
     /// One number from SQL run outside the application (either backend).
     pub fn scalar(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]

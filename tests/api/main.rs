@@ -9,6 +9,7 @@ mod admin_api;
 mod audit;
 mod foundation;
 mod organisations;
+mod security_admin;
 mod security_auth;
 mod security_jose;
 mod security_refresh;

@@ -1,0 +1,192 @@
+//! Hostile inputs at the admin API and the audit trail (SECURITY.md §1,
+//! cases 35–42): every route from the route table refuses the wrong
+//! caller, odd payloads are refused whole, the audit log stays intact.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::both_backends;
+use crate::helpers::{ADMIN_PASSWORD, Backend, TestApp, password_of};
+
+/// Routes that need no token, or any valid token.
+const OPEN: [&str; 8] = [
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+    "/api/sts/openapi.json",
+    "/api/sts/role/v1",
+    "/api/sts/me/v1",
+];
+
+fn concrete(path: &str, id: Uuid) -> String {
+    path.replace("{id}", &id.to_string()).replace("{userId}", &id.to_string())
+}
+
+async fn counts(app: &TestApp) -> (i64, i64, i64) {
+    (
+        app.db.scalar("SELECT COUNT(*) AS value FROM organisations"),
+        app.db.scalar("SELECT COUNT(*) AS value FROM users"),
+        app.db.scalar("SELECT COUNT(*) AS value FROM memberships"),
+    )
+}
+
+both_backends! {
+    async fn case_35_36_every_admin_route_refuses_the_wrong_caller_and_changes_nothing(app) {
+        let admin = app.admin_token().await;
+        let org = app.create_org(&admin, "Target", &["ISSUER"]).await;
+        let user = app.create_user(&admin, "plain", &["ISSUING_OPERATOR"]).await;
+        app.add_member(&admin, org, user).await;
+        let plain_system = app.login("plain", &password_of("plain"), None).await["access_token"].as_str().expect("at").to_owned();
+        let scoped = app.login("plain", &password_of("plain"), Some(org)).await["access_token"].as_str().expect("at").to_owned();
+        let before = counts(&app).await;
+        let admin_routes: Vec<_> = sts::api::ROUTES.iter().filter(|(_, p)| !OPEN.contains(p) && !p.starts_with("/api/sts/token")).collect();
+        assert!(admin_routes.len() >= 15, "the route table is enumerated, so a new route cannot skip this test");
+        for (method, path) in admin_routes {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let url = app.url(&concrete(path, org));
+            let body = json!({"name": "x", "roles": ["ISSUER"], "username": "x", "systemRoles": []});
+            let anonymous = app.client.request(method.clone(), &url).json(&body).send().await.expect("request");
+            assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+            for (who, token) in [("a user's system token", &plain_system), ("an organisation token", &scoped)] {
+                let response = app.client.request(method.clone(), &url).bearer_auth(token).json(&body).send().await.expect("request");
+                assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path} with {who}");
+            }
+        }
+        assert_eq!(counts(&app).await, before, "nothing changed");
+        let denied = app.audit(&admin, "action=admin.denied").await;
+        assert!(denied.len() >= 45, "each refusal is recorded ({})", denied.len());
+    }
+
+    async fn case_36_a_token_for_another_audience_or_an_expired_one_is_refused(app) {
+        let (header, mut claims) = app.admin_parts().await;
+        let key = app.signing_key(header["kid"].as_str().expect("kid"));
+        claims["aud"] = json!("wallet-backend");
+        app.assert_refused(&TestApp::sign_with(&key, &header, &claims), "audience of another service").await;
+        let admin = app.admin_token().await;
+        app.clock.advance(chrono::Duration::seconds(306));
+        app.assert_refused(&admin, "expired").await;
+    }
+
+    async fn case_37_deactivation_stops_exchange_out_of_the_organisation(app) {
+        let admin = app.admin_token().await;
+        let a = app.create_org(&admin, "A", &["ISSUER"]).await;
+        let b = app.create_org(&admin, "B", &["ISSUER"]).await;
+        let user = app.create_user(&admin, "both", &["ISSUING_OPERATOR"]).await;
+        app.add_member(&admin, a, user).await;
+        app.add_member(&admin, b, user).await;
+        let in_a = app.login("both", &password_of("both"), Some(a)).await["access_token"].as_str().expect("at").to_owned();
+        app.patch_json(&format!("/api/sts/organisation/v1/{a}"), &admin, &json!({"deactivate": true})).await;
+        let b_s = b.to_string();
+        let out = app.token_request(&[("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"), ("subject_token", &in_a),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"), ("organisation_id", &b_s)]).await;
+        assert_eq!(out.status(), StatusCode::BAD_REQUEST, "no way out of a deactivated organisation");
+    }
+
+    async fn case_38_deleting_under_load_leaves_no_token_for_the_deleted_organisation(app) {
+        let admin = app.admin_token().await;
+        let org = app.create_org(&admin, "Doomed", &["HOLDER"]).await;
+        let user = app.create_user(&admin, "holder", &["WALLET_USER"]).await;
+        app.add_member(&admin, org, user).await;
+        let password = password_of("holder");
+        let mut rts = Vec::new();
+        for _ in 0..20 {
+            rts.push(app.login("holder", &password, Some(org)).await["refresh_token"].as_str().expect("rt").to_owned());
+        }
+        let racing = rts.into_iter().map(|rt| {
+            let (client, url) = (app.client.clone(), app.url("/api/sts/token/v1"));
+            tokio::spawn(async move {
+                client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).send().await.expect("request").json::<Value>().await.expect("json")
+            })
+        }).collect::<Vec<_>>();
+        let deleted = app.delete(&format!("/api/sts/organisation/v1/{org}"), &admin).await;
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        for answer in futures_util::future::join_all(racing).await {
+            if let Some(rt) = answer.expect("task")["refresh_token"].as_str() {
+                let after = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+                assert_eq!(after.status(), StatusCode::BAD_REQUEST, "a token minted in the race dies with the organisation");
+            }
+        }
+        assert_eq!(app.db.scalar(&format!("SELECT COUNT(*) AS value FROM refresh_tokens WHERE organisation_id = '{org}'")), 0);
+        let again = app.create_org(&admin, "Doomed", &["HOLDER"]).await;
+        assert_ne!(again, org, "a new organisation of the same name gets a new id");
+        assert!(!app.audit(&admin, &format!("organisationId={org}")).await.is_empty(), "the audit trail stays");
+    }
+
+    async fn case_39_40_odd_payloads_are_refused_whole(app) {
+        let admin = app.admin_token().await;
+        let org = app.create_org(&admin, "Existing", &["HOLDER"]).await;
+        let bodies = [
+            json!({"name": "Mass", "roles": ["HOLDER"], "createdDate": "2020-01-01T00:00:00Z"}),
+            json!({"name": "Mass", "roles": ["HOLDER"], "is_system": true}),
+            json!({"name": "x".repeat(10 * 1024), "roles": ["HOLDER"]}),
+            json!({"name": "EXISTING", "roles": ["HOLDER"]}),
+            json!({"name": "Claims", "roles": ["HOLDER"], "iss": "http://evil", "permissions": ["STS_USER_CREATE"]}),
+        ];
+        for body in bodies {
+            let status = app.post_json("/api/sts/organisation/v1", &admin, &body).await.status();
+            assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::CONFLICT, "{status} for {}", body.to_string().chars().take(80).collect::<String>());
+        }
+        let patch = app.patch_json(&format!("/api/sts/organisation/v1/{org}"), &admin, &json!({"deactivate": true, "id": Uuid::new_v4()})).await;
+        assert_eq!(patch.status(), StatusCode::BAD_REQUEST);
+        let detail: Value = app.get(&format!("/api/sts/organisation/v1/{org}"), &admin).await.json().await.expect("json");
+        assert_eq!(detail["status"], "ACTIVE", "a refused body is never partly applied");
+        assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM organisations"), 1);
+    }
+
+    async fn case_41_hostile_names_stay_one_bounded_record(app) {
+        let admin = app.admin_token().await;
+        let hostile = format!("evil\n{{\"json\":1}}\r\u{1b}[31m{}", "x".repeat(10 * 1024));
+        let (status, _) = (app.token_request(&[("grant_type", "password"), ("username", &hostile), ("password", "wrong-password-0123456")]).await.status(), ());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let events = app.audit(&admin, "action=token.password").await;
+        let event = events.iter().find(|e| e["subject"].as_str().is_some_and(|s| s.starts_with("evil"))).expect("recorded");
+        let subject = event["subject"].as_str().expect("subject");
+        assert!(subject.chars().count() <= 256, "truncated");
+        assert!(!subject.chars().any(char::is_control), "no control characters");
+        let everything = app.get("/api/sts/audit/v1?pageSize=1000", &admin).await.text().await.expect("text");
+        assert!(!everything.contains(ADMIN_PASSWORD));
+    }
+}
+
+/// Case 42: when the audit row cannot be written, the change it records
+/// rolls back and the client gets 503; no token is issued without its row;
+/// after recovery, changes and audit rows match again.
+async fn a_lost_audit_write_rolls_the_change_back(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let freeze = match backend {
+        Backend::Postgres => "ALTER TABLE audit_events ADD CONSTRAINT audit_frozen CHECK (false) NOT VALID",
+        Backend::Sqlite => "CREATE TRIGGER audit_frozen BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'frozen'); END",
+    };
+    let thaw = match backend {
+        Backend::Postgres => "ALTER TABLE audit_events DROP CONSTRAINT audit_frozen",
+        Backend::Sqlite => "DROP TRIGGER audit_frozen",
+    };
+    let audit_rows = app.db.scalar("SELECT COUNT(*) AS value FROM audit_events");
+    app.db.execute_here(freeze);
+    let create = app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Unaudited", "roles": ["HOLDER"]})).await;
+    assert_eq!(create.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(create.headers().contains_key("retry-after"));
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM organisations"), 0, "the change rolled back with its audit row");
+    let login = app.token_request(&[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE, "no token without its audit row");
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"), 1, "only the refresh token of the first login");
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows);
+    app.db.execute_here(thaw);
+    let created = app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Audited", "roles": ["HOLDER"]})).await;
+    assert_eq!(created.status(), StatusCode::CREATED, "recovers by itself");
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_42_a_lost_audit_write_rolls_the_change_back_on_postgres() {
+    a_lost_audit_write_rolls_the_change_back(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_42_a_lost_audit_write_rolls_the_change_back_on_sqlite() {
+    a_lost_audit_write_rolls_the_change_back(Backend::Sqlite).await;
+}
