@@ -1,12 +1,12 @@
 //! Memberships: which users may obtain tokens for an organisation.
 
-use diesel::Connection;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEvent, Outcome, RequestMeta};
 use super::organisations::Caller;
 use super::users::UserView;
 use super::{Context, ServiceError};
+use crate::store;
 use crate::store::types::{DbTime, DbUuid};
 use crate::store::{memberships, organisations, refresh_tokens, users};
 
@@ -42,7 +42,7 @@ pub async fn add(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     let org = organisations::find(conn, DbUuid(organisation))?
                         .ok_or(ServiceError::NotFound("organisation"))?;
@@ -77,7 +77,7 @@ pub async fn remove(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     if !organisations::exists(conn, DbUuid(organisation))? {
                         return Err(ServiceError::NotFound("organisation"));

@@ -2,7 +2,6 @@
 //! deactivate/reactivate), delete, and the permission explanation.
 
 use chrono::{DateTime, Utc};
-use diesel::Connection;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -12,6 +11,7 @@ use super::{Context, ServiceError};
 use crate::domain::OrganisationRole;
 use crate::domain::names;
 use crate::domain::permissions::explain;
+use crate::store;
 use crate::store::organisations::{self as rows, OrganisationRow};
 pub use crate::store::organisations::{ListQuery, SortBy};
 use crate::store::types::{DbNames, DbTime, DbUuid};
@@ -81,7 +81,7 @@ pub async fn create(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     if rows::exists(conn, DbUuid(id))? {
                         return Err(ServiceError::Conflict("an organisation with this id exists".into()));
@@ -148,7 +148,7 @@ pub async fn update(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
                     let mut what = Vec::new();
@@ -192,7 +192,7 @@ pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid)
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = ctx2.now();
                     // Memberships and refresh tokens go with it (ON DELETE CASCADE);
                     // the audit log has no foreign key and stays.

@@ -2,7 +2,6 @@
 //! technical user's secret, and the bootstrap admin.
 
 use chrono::{DateTime, Utc};
-use diesel::Connection;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -14,6 +13,7 @@ use crate::domain::permissions::organisation_token_permissions;
 use crate::domain::roles::validate_system_roles;
 use crate::domain::{PermissionSet, names};
 use crate::secret::Secret;
+use crate::store;
 use crate::store::types::{DbNames, DbTime, DbUuid};
 use crate::store::users::{self as rows, UserRow};
 use crate::store::{memberships, refresh_tokens};
@@ -129,7 +129,7 @@ pub async fn create(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     if rows::find_by_username(conn, &name.key)?.is_some() {
                         return Err(ServiceError::Conflict("a user with this username exists".into()));
@@ -213,7 +213,7 @@ pub async fn update(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
                     let mut revoke = false;
@@ -258,7 +258,7 @@ pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid)
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = ctx2.now();
                     if !rows::delete(conn, DbUuid(id))? {
                         return Err(ServiceError::NotFound("user"));
@@ -285,7 +285,7 @@ pub async fn rotate_secret(
         let (ctx2, meta) = (ctx.clone(), meta.clone());
         ctx.store
             .run(move |conn| {
-                conn.transaction::<_, ServiceError, _>(|conn| {
+                store::transaction::<_, ServiceError, _>(conn, |conn| {
                     let now = DbTime::from(ctx2.now());
                     let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
                     if row.kind != TECHNICAL_KIND {

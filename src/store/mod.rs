@@ -172,3 +172,32 @@ impl r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
         tracing::warn!(error = %error, "database connection failed");
     }
 }
+
+/// Runs `work` in one transaction: the one way services open transactions.
+///
+/// On SQLite it begins with `BEGIN IMMEDIATE`, taking the write lock up
+/// front: a deferred transaction that reads first and writes later fails at
+/// once (without waiting for the busy timeout) when another process — a
+/// second instance, or `sts user create` — holds the lock at that moment.
+pub fn transaction<T, E, F>(conn: &mut AnyConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<DieselError>,
+{
+    use diesel::Connection;
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let AnyConnection::Sqlite(sqlite) = conn else { return conn.transaction(work) };
+    AnsiTransactionManager::begin_transaction_sql(&mut *sqlite, "BEGIN IMMEDIATE")?;
+    let result = work(conn);
+    let AnyConnection::Sqlite(sqlite) = conn else { return result };
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(&mut *sqlite)?;
+            Ok(value)
+        }
+        Err(error) => {
+            AnsiTransactionManager::rollback_transaction(&mut *sqlite)?;
+            Err(error)
+        }
+    }
+}

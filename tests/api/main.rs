@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin_api;
 mod audit;
+mod faults;
 mod foundation;
 mod organisations;
 mod security_admin;

@@ -2,13 +2,13 @@
 //! access token. Never a refresh token (RFC 6749 §4.4.3): it can always
 //! authenticate again.
 
-use diesel::Connection;
 use uuid::Uuid;
 
 use super::{Issued, Mint, TECHNICAL_KIND, authorise};
 use crate::secret::Secret;
 use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
+use crate::store;
 use crate::store::types::DbUuid;
 use crate::store::users;
 use crate::tokens::opaque;
@@ -32,7 +32,7 @@ pub async fn client_credentials(
     let outcome = ctx
         .store
         .run(move |conn| {
-            conn.transaction::<_, GrantError, _>(|conn| {
+            store::transaction::<_, GrantError, _>(conn, |conn| {
                 let now = ctx2.now();
                 let id = Uuid::parse_str(client_id.trim()).ok();
                 let user = match id {

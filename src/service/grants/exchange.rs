@@ -4,12 +4,12 @@
 //! subject switches organisation; with one, the token holds
 //! subject ∩ ceiling ∩ the actor's own permissions there, and `act.sub`.
 
-use diesel::Connection;
 use uuid::Uuid;
 
 use super::{ACCESS_TOKEN_TYPE, Issued, Mint, TECHNICAL_KIND, authorise, organisation_active};
 use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
+use crate::store;
 use crate::tokens::AccessClaims;
 
 const ACTION: &str = "token.exchange";
@@ -71,7 +71,7 @@ pub async fn exchange(ctx: &Context, meta: &RequestMeta, request: ExchangeReques
     let meta = meta.clone();
     ctx.store
         .run(move |conn| {
-            conn.transaction::<_, GrantError, _>(|conn| {
+            store::transaction::<_, GrantError, _>(conn, |conn| {
                 let now = ctx2.now();
                 let actor_id = actor.as_ref().map(|a| a.sub);
                 let fail = |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {

@@ -3,7 +3,6 @@
 //! the database before any comparison (see `domain::throttle`), so parallel
 //! guesses on one account are throttled exactly, on every instance.
 
-use diesel::Connection;
 use uuid::Uuid;
 
 use super::refresh::new_family;
@@ -12,6 +11,7 @@ use crate::domain::throttle::{Gate, LoginState};
 use crate::secret::Secret;
 use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
+use crate::store;
 use crate::store::AnyConnection;
 use crate::store::types::{DbTime, DbUuid};
 use crate::store::users::{self, LoginRow, UserRow};
@@ -58,7 +58,7 @@ pub async fn password(
     let (user, gate) = ctx
         .store
         .run(move |conn| {
-            conn.transaction::<_, GrantError, _>(|conn| {
+            store::transaction::<_, GrantError, _>(conn, |conn| {
                 let Some(user) = users::find_by_username(conn, &key)? else { return Ok((None, Gate::Compare)) };
                 let gate = gate(conn, &ctx1, &user)?;
                 Ok((Some(user), gate))
@@ -81,7 +81,7 @@ pub async fn password(
     let user_id = user.as_ref().map(|u| u.id.0);
     ctx.store
         .run(move |conn| {
-            conn.transaction::<_, GrantError, _>(|conn| {
+            store::transaction::<_, GrantError, _>(conn, |conn| {
                 let now = ctx2.now();
                 let fail = |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
                     let subject = user_id.map_or_else(|| username.clone(), |id| id.to_string());

@@ -4,7 +4,6 @@
 //! request fails.
 
 use chrono::{DateTime, Duration, Utc};
-use diesel::Connection;
 use uuid::Uuid;
 
 use super::{Issued, Mint, authorise};
@@ -12,6 +11,7 @@ use crate::config::Config;
 use crate::secret::Secret;
 use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
+use crate::store;
 use crate::store::AnyConnection;
 use crate::store::refresh_tokens::{self, RefreshTokenRow};
 use crate::store::types::{DbTime, DbUuid};
@@ -76,7 +76,7 @@ pub async fn refresh(
     let digest = opaque::digest(presented.expose());
     ctx.store
         .run(move |conn| {
-            conn.transaction::<_, GrantError, _>(|conn| {
+            store::transaction::<_, GrantError, _>(conn, |conn| {
                 let now = ctx2.now();
                 let record = |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
                     let mut event = AuditEvent::new(ACTION, outcome)
@@ -154,7 +154,7 @@ pub async fn revoke(ctx: &Context, meta: &RequestMeta, presented: Secret) -> Res
     let digest = opaque::digest(presented.expose());
     ctx.store
         .run(move |conn| {
-            conn.transaction::<_, GrantError, _>(|conn| {
+            store::transaction::<_, GrantError, _>(conn, |conn| {
                 let now = ctx2.now();
                 if let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? {
                     refresh_tokens::lock_family(conn, row.family_id)?;

@@ -1,0 +1,223 @@
+//! Faults (issue 5 §8): the database gone at start, slow, or its pool
+//! exhausted, and SIGTERM under load. The service answers honestly (503 with
+//! Retry-After), keeps JWKS and liveness up, and recovers by itself.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, TestDb, test_settings};
+
+/// Holds a lock that blocks writes to `organisations` (PostgreSQL: every
+/// access) from outside the application until the guard is dropped.
+struct LockHolder {
+    release: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LockHolder {
+    fn take(db: &TestDb) -> Self {
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let url = db.url();
+        let thread = std::thread::spawn(move || {
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                let mut conn = diesel::SqliteConnection::establish(path).expect("open");
+                conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
+                locked_tx.send(()).expect("signal");
+                let _ = release_rx.recv();
+                conn.batch_execute("COMMIT").expect("unlock");
+            } else {
+                let mut conn = diesel::PgConnection::establish(&url).expect("connect");
+                conn.batch_execute("BEGIN; LOCK TABLE organisations IN ACCESS EXCLUSIVE MODE").expect("lock");
+                locked_tx.send(()).expect("signal");
+                let _ = release_rx.recv();
+                conn.batch_execute("COMMIT").expect("unlock");
+            }
+        });
+        locked_rx.recv().expect("locked");
+        Self { release: Some(release_tx), thread: Some(thread) }
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn create_org(app: &TestApp, admin: &str, name: &str) -> impl std::future::Future<Output = StatusCode> + use<> {
+    let request = app
+        .client
+        .post(app.url("/api/sts/organisation/v1"))
+        .bearer_auth(admin)
+        .json(&json!({"name": name, "roles": ["HOLDER"]}));
+    async move { request.send().await.expect("request").status() }
+}
+
+async fn slow_database_ends_requests_at_the_timeout(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.database.statement_timeout_ms = 1_000;
+        s.database.sqlite_busy_timeout_ms = 1_000;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let lock = LockHolder::take(&app.db);
+    let started = Instant::now();
+    let status = create_org(&app, &admin, "Slow").await;
+    let waited = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(waited < Duration::from_secs(4), "ended at the statement timeout, not later ({waited:?})");
+    let jwks = app.client.get(app.url("/.well-known/jwks.json")).send().await.expect("jwks");
+    assert_eq!(jwks.status(), StatusCode::OK);
+    drop(lock);
+    assert_eq!(create_org(&app, &admin, "Fast").await, StatusCode::CREATED, "recovers once the fault is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_postgres_ends_requests_at_the_statement_timeout() {
+    slow_database_ends_requests_at_the_timeout(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_ends_requests_at_the_busy_timeout() {
+    slow_database_ends_requests_at_the_timeout(Backend::Sqlite).await;
+}
+
+/// Every pooled connection held by a stuck request: the next request waits
+/// at most the acquire timeout, JWKS and liveness stay fast, and no
+/// connection leaks once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_answers_503_within_the_acquire_timeout_on_postgres() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.database.pool_size = 2;
+        s.database.acquire_timeout_ms = 500;
+        s.database.statement_timeout_ms = 4_000;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let lock = LockHolder::take(&app.db);
+    let stuck: Vec<_> = (0..2).map(|i| tokio::spawn(create_org(&app, &admin, &format!("Stuck {i}")))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let response = app.get("/api/sts/user/v1", &admin).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+    let started = Instant::now();
+    assert_eq!(app.client.get(app.url("/.well-known/jwks.json")).send().await.expect("jwks").status(), StatusCode::OK);
+    assert_eq!(app.client.get(app.url("/health/live")).send().await.expect("live").status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(200), "served from memory");
+    drop(lock);
+    for request in stuck {
+        let status = request.await.expect("task");
+        assert!(status == StatusCode::CREATED || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+    }
+    assert_eq!(app.get("/api/sts/user/v1", &admin).await.status(), StatusCode::OK, "recovers");
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let open: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("db_pool_connections "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("gauge");
+    assert!(open <= 2.0, "no connection beyond the pool ({open})");
+}
+
+/// Started while PostgreSQL refuses connections (with `wait_at_start`):
+/// liveness 200, readiness 503, token and admin routes 503 with
+/// Retry-After and never a token; when the database comes, it migrates and
+/// serves without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_without_postgres_serves_honest_503s_then_recovers() {
+    let db = tokio::task::spawn_blocking(|| TestDb::create(Backend::Postgres)).await.expect("db");
+    let name = db.name().to_owned();
+    db.execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    let keys = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(&db.url(), keys.path());
+    settings.database.wait_at_start = true;
+    let config = settings.resolve().expect("settings");
+    let app = sts::app::Application::build(config, std::sync::Arc::new(sts::clock::SystemClock))
+        .await
+        .expect("starts degraded");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+    assert_eq!(get("/health/live").await.expect("live").status(), StatusCode::OK);
+    assert_eq!(get("/health/ready").await.expect("ready").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get("/.well-known/jwks.json").await.expect("jwks").status(), StatusCode::OK);
+    let login = client
+        .post(format!("{base}/api/sts/token/v1"))
+        .form(&[("grant_type", "password"), ("username", "admin"), ("password", crate::helpers::ADMIN_PASSWORD)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(login.headers().contains_key("retry-after"));
+    let admin = get("/api/sts/organisation/v1").await.expect("admin");
+    assert_eq!(admin.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    db.execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get("/health/ready").await.expect("ready").status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "recovers without a restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Readiness comes with the migration; the bootstrap admin right after.
+    loop {
+        let login = client
+            .post(format!("{base}/api/sts/token/v1"))
+            .form(&[("grant_type", "password"), ("username", "admin"), ("password", crate::helpers::ADMIN_PASSWORD)])
+            .send()
+            .await
+            .expect("login");
+        if login.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "migrated and bootstrapped once the database came: {}", login.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM (the same trigger the signal handler pulls) under load:
+/// readiness turns 503 at once, the request in flight finishes, the server
+/// stops within the grace period.
+async fn shutdown_drains_in_flight_requests(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.server.shutdown_delay_secs = 1;
+        s.server.shutdown_grace_secs = 10;
+        s.database.statement_timeout_ms = 10_000;
+        s.database.sqlite_busy_timeout_ms = 10_000;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let lock = LockHolder::take(&app.db);
+    let in_flight = tokio::spawn(create_org(&app, &admin, "In flight"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (app.stop)();
+    let ready = app.client.get(app.url("/health/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "readiness turns 503 at once");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    drop(lock);
+    assert_eq!(in_flight.await.expect("task"), StatusCode::CREATED, "the request in flight finished");
+    let refused = app.client.get(app.url("/health/live")).timeout(Duration::from_secs(2)).send().await;
+    assert!(refused.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests_on_postgres() {
+    shutdown_drains_in_flight_requests(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests_on_sqlite() {
+    shutdown_drains_in_flight_requests(Backend::Sqlite).await;
+}
