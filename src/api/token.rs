@@ -20,7 +20,7 @@ const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// Every field any grant takes. Unknown fields are ignored (RFC 6749 §3.2);
 /// a field given twice is refused by the decoder.
 #[derive(Debug, Default, Deserialize)]
-struct TokenForm {
+pub struct TokenForm {
     grant_type: Option<String>,
     username: Option<String>,
     password: Option<Secret>,
@@ -36,7 +36,9 @@ struct TokenForm {
     token: Option<Secret>,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, OAuthError> {
+/// Decodes a token-endpoint body by its Content-Type (form or JSON); public
+/// for the fuzz targets.
+pub fn decode<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, OAuthError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {

@@ -313,11 +313,8 @@ impl TestApp {
     /// A compact JWS of arbitrary header and claims, signed with `key`.
     pub fn sign_with(key: &ed25519_dalek::SigningKey, header: &Value, claims: &Value) -> String {
         use ed25519_dalek::Signer;
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
         let signature = key.sign(input.as_bytes());
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }

@@ -159,7 +159,9 @@ async fn a_lost_audit_write_rolls_the_change_back(backend: Backend) {
     let admin = app.admin_token().await;
     let freeze = match backend {
         Backend::Postgres => "ALTER TABLE audit_events ADD CONSTRAINT audit_frozen CHECK (false) NOT VALID",
-        Backend::Sqlite => "CREATE TRIGGER audit_frozen BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'frozen'); END",
+        Backend::Sqlite => {
+            "CREATE TRIGGER audit_frozen BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'frozen'); END"
+        }
     };
     let thaw = match backend {
         Backend::Postgres => "ALTER TABLE audit_events DROP CONSTRAINT audit_frozen",
@@ -167,16 +169,27 @@ async fn a_lost_audit_write_rolls_the_change_back(backend: Backend) {
     };
     let audit_rows = app.db.scalar("SELECT COUNT(*) AS value FROM audit_events");
     app.db.execute_here(freeze);
-    let create = app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Unaudited", "roles": ["HOLDER"]})).await;
+    let create =
+        app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Unaudited", "roles": ["HOLDER"]})).await;
     assert_eq!(create.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(create.headers().contains_key("retry-after"));
-    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM organisations"), 0, "the change rolled back with its audit row");
-    let login = app.token_request(&[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) AS value FROM organisations"),
+        0,
+        "the change rolled back with its audit row"
+    );
+    let login =
+        app.token_request(&[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
     assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE, "no token without its audit row");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"), 1, "only the refresh token of the first login");
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"),
+        1,
+        "only the refresh token of the first login"
+    );
     assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows);
     app.db.execute_here(thaw);
-    let created = app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Audited", "roles": ["HOLDER"]})).await;
+    let created =
+        app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Audited", "roles": ["HOLDER"]})).await;
     assert_eq!(created.status(), StatusCode::CREATED, "recovers by itself");
     assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows + 1);
 }
