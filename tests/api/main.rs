@@ -3,11 +3,13 @@
 //! One integration binary: the real application on a real port, against a
 //! real PostgreSQL and a real SQLite file. Every scenario runs on both.
 
+mod core_verifier;
 mod helpers;
 
 mod admin_api;
 mod audit;
 mod foundation;
+mod keys;
 mod organisations;
 mod tokens;
 mod users;
