@@ -74,20 +74,7 @@ fn key_command(config: &sts::config::Config, command: KeyCommand) -> Result<(), 
     match command {
         KeyCommand::List => {
             let (rows, unlisted) = keys::list(&dir, &timing, now).map_err(|e| e.to_string())?;
-            println!(
-                "{:<43}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  REMOVABLE-AFTER",
-                "KID", "STATE", "CREATED", "PUBLISHED-SINCE", "PROMOTED", "RETIRED"
-            );
-            for r in rows {
-                let (created, published) = (show(Some(r.created)), show(Some(r.published)));
-                let (promoted, retired) = (show(r.promoted), show(r.retired));
-                let state = r.state.to_string();
-                let removable = show(r.removable_after);
-                println!(
-                    "{:<43}  {state:<7}  {created:<20}  {published:<20}  {promoted:<20}  {retired:<20}  {removable}",
-                    r.kid
-                );
-            }
+            print!("{}", keys::table(&rows));
             for file in unlisted {
                 eprintln!("warning: {file} is not listed in the state file and is ignored");
             }

@@ -87,6 +87,24 @@ pub fn list(dir: &KeyDir, timing: &Timing, now: DateTime<Utc>) -> Result<(Vec<Ke
     Ok((rows, snapshot.unlisted.iter().map(|p| p.display().to_string()).collect()))
 }
 
+/// `sts key list` as a table, one key per line under a header.
+pub fn table(rows: &[KeyRow]) -> String {
+    let mut out = format!(
+        "{:<43}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  REMOVABLE-AFTER\n",
+        "KID", "STATE", "CREATED", "PUBLISHED-SINCE", "PROMOTED", "RETIRED"
+    );
+    for r in rows {
+        let (created, published) = (show(Some(r.created)), show(Some(r.published)));
+        let (promoted, retired, removable) = (show(r.promoted), show(r.retired), show(r.removable_after));
+        let state = r.state.to_string();
+        out.push_str(&format!(
+            "{:<43}  {state:<7}  {created:<20}  {published:<20}  {promoted:<20}  {retired:<20}  {removable}\n",
+            r.kid
+        ));
+    }
+    out
+}
+
 /// What `sts key rotate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {

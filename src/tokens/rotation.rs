@@ -99,9 +99,9 @@ impl Timing {
     /// Invariant: no token the key signed is still live anywhere when it
     /// leaves the set. The last token is signed up to `reload_interval` after
     /// `retired` (another instance that has not reloaded yet) and lives
-    /// `access_ttl + leeway`. The cache terms are the margin the issue asks
-    /// for, mirroring the lead: a verifier whose cache is refreshed exactly
-    /// while a late token is in flight still has the key.
+    /// `access_ttl + leeway`. The cache terms are a margin the issue asks
+    /// for (a verifier's cache only ever delays a removal, never hastens
+    /// it), kept so that a clock or setting that is off errs on the safe side.
     pub fn retention(&self) -> Duration {
         self.access_ttl + self.leeway + self.verifier_cache_ttl + self.jwks_max_age + self.reload_interval
     }
