@@ -18,7 +18,7 @@ use crate::service::passwords::{PasswordPolicy, Passwords};
 use crate::service::throttle::SourceLimiter;
 use crate::service::{Context, users};
 use crate::store::{self, ConnectionSettings, DatabaseUrl, PoolSettings, Store};
-use crate::tokens::{KeyRing, Verifier};
+use crate::tokens::{KeyDir, LiveKeys, Verifier};
 
 /// Why the process could not start; each is one line and exit status 2.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,7 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Context, S
         }
         Err(e) => return Err(e),
     }
-    let keys = Arc::new(KeyRing::load_or_create(&config.settings.keys.dir, clock.now())?);
+    let keys = Arc::new(LiveKeys::open(KeyDir::new(&config.settings.keys.dir), config.key_timing(), clock.now())?);
     let tokens = &config.settings.tokens;
     let verifier =
         Verifier::new(&config.issuer, &tokens.audience, tokens.leeway_secs, tokens.access_ttl_secs, clock.clone());
@@ -163,6 +163,7 @@ impl Application {
             tokio::spawn(migrate_when_reachable(ctx.clone()));
         }
         crate::service::audit::spawn_retention(ctx.clone());
+        crate::service::keys::spawn_maintenance(ctx.clone());
 
         let server_settings = &ctx.config.settings.server;
         let grace = Duration::from_secs(server_settings.shutdown_grace_secs);

@@ -1,5 +1,5 @@
 //! The command line: `sts serve` (the default), `sts migrate`,
-//! `sts user create`.
+//! `sts user create`, `sts key list|rotate|remove`.
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +41,35 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the signing keys in STS_KEYS_DIR (works beside a running
+    /// service, which picks changes up within keys.reload_interval_secs;
+    /// touches neither the database nor a port).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the keys: kid, state, created, published since, promoted (for a
+    /// next key: the earliest it may sign), retired, removable after.
+    List,
+    /// Publish a new `next` key; it signs once every verifier can have it
+    /// cached (see docs/KEYS.md). Does nothing if a `next` key already waits.
+    Rotate {
+        /// For a compromised key only: a new key signs at once and the
+        /// current key is deleted. Verifiers that cached the JWKS refuse new
+        /// tokens until their cache expires.
+        #[arg(long)]
+        emergency: bool,
+    },
+    /// Delete a key. Refuses the current key, and a retired key that may
+    /// still verify live tokens unless --force.
+    Remove {
+        kid: String,
+        /// Remove a retired key even though tokens it signed may be live.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

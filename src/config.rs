@@ -14,6 +14,7 @@ use crate::domain::roles::{RoleCatalog, vocabulary};
 use crate::domain::throttle::ThrottlePolicy;
 use crate::secret::Secret;
 use crate::store::DatabaseUrl;
+use crate::tokens::Timing;
 
 /// Core's permission vocabulary, embedded so the binary reads nothing outside
 /// its own configuration.
@@ -135,6 +136,13 @@ pub struct TokenSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct KeySettings {
     pub dir: PathBuf,
+    /// How long verifiers keep our JWKS (Core's `ttlJwks`); a key is
+    /// published this long (and more, see `Timing`) before it signs.
+    pub verifier_cache_ttl_secs: u64,
+    /// How long a key signs before its successor takes over.
+    pub rotation_period_days: u64,
+    /// How often an instance re-reads the keys directory and rotates when due.
+    pub reload_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,7 +198,12 @@ pub struct LogSettings {
 
 impl Default for KeySettings {
     fn default() -> Self {
-        Self { dir: PathBuf::from("keys") }
+        Self {
+            dir: PathBuf::from("keys"),
+            verifier_cache_ttl_secs: 600,
+            rotation_period_days: 90,
+            reload_interval_secs: 2,
+        }
     }
 }
 
@@ -358,6 +371,7 @@ impl Settings {
         if self.tokens.leeway_secs > 60 {
             return Err(invalid(&named("tokens.leeway_secs"), "at most 60 seconds (RFC 7519 §4.1.4)"));
         }
+        self.check_key_timing()?;
         let argon2 =
             argon2::Params::new(self.passwords.memory_kib, self.passwords.iterations, self.passwords.parallelism, None)
                 .map_err(|e| invalid("`passwords.memory_kib/iterations/parallelism`", e.to_string()))?;
@@ -403,6 +417,37 @@ impl Settings {
         })
     }
 
+    /// The key lifecycle's durations must be usable: a reload that takes
+    /// long would stretch every rule, and a rotation period not longer than
+    /// the pre-publication lead would never let a key sign for long.
+    fn check_key_timing(&self) -> Result<(), ConfigError> {
+        let keys = &self.keys;
+        if !(1..=60).contains(&keys.reload_interval_secs) {
+            return Err(invalid(&named("keys.reload_interval_secs"), "between 1 and 60 seconds"));
+        }
+        const MAX_CACHE_SECS: u64 = 7 * 86_400;
+        if keys.verifier_cache_ttl_secs > MAX_CACHE_SECS || self.tokens.jwks_max_age_secs > MAX_CACHE_SECS {
+            return Err(invalid(
+                "`keys.verifier_cache_ttl_secs` / `tokens.jwks_max_age_secs`",
+                "at most 604800 seconds (7 days) each",
+            ));
+        }
+        if !(1..=3_650).contains(&keys.rotation_period_days) {
+            return Err(invalid(&named("keys.rotation_period_days"), "between 1 and 3650 days"));
+        }
+        let timing = key_timing(self);
+        if timing.rotation_period <= timing.pre_publication_lead() {
+            return Err(invalid(
+                &named("keys.rotation_period_days"),
+                format!(
+                    "must be longer than the pre-publication lead ({} s: verifier cache + JWKS max-age + leeway + reload interval)",
+                    timing.pre_publication_lead().num_seconds()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn load_roles(&self) -> Result<RoleCatalog, ConfigError> {
         let file = &self.roles.file;
         let text = match std::fs::read_to_string(file) {
@@ -434,7 +479,25 @@ pub struct Config {
     pub settings: Settings,
 }
 
+/// The durations of the key lifecycle, from `[keys]` and `[tokens]`.
+fn key_timing(settings: &Settings) -> Timing {
+    // Clamped to a century so that sums of durations cannot overflow.
+    let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s.min(100 * 365 * 86_400)).unwrap_or(0));
+    Timing {
+        verifier_cache_ttl: seconds(settings.keys.verifier_cache_ttl_secs),
+        jwks_max_age: seconds(settings.tokens.jwks_max_age_secs),
+        leeway: seconds(settings.tokens.leeway_secs),
+        access_ttl: seconds(settings.tokens.access_ttl_secs),
+        rotation_period: chrono::Duration::days(i64::try_from(settings.keys.rotation_period_days).unwrap_or(3_650)),
+        reload_interval: seconds(settings.keys.reload_interval_secs),
+    }
+}
+
 impl Config {
+    pub fn key_timing(&self) -> Timing {
+        key_timing(&self.settings)
+    }
+
     pub fn access_ttl(&self) -> Duration {
         Duration::from_secs(self.settings.tokens.access_ttl_secs)
     }
@@ -488,6 +551,28 @@ mod tests {
         assert_eq!(err.as_deref(), Some("`database.url` (DATABASE_URL)"));
         let err = load(&[("STS_ACCESS_TOKEN_TTL", "0")]).err().map(|e| e.setting);
         assert_eq!(err.as_deref(), Some("`tokens.access_ttl_secs` (STS_ACCESS_TOKEN_TTL)"));
+    }
+
+    #[test]
+    fn key_timing_defaults_to_cores_cache_and_a_90_day_period() {
+        let Ok(config) = load(&[]) else { panic!("defaults load") };
+        let timing = config.key_timing();
+        assert_eq!(timing.verifier_cache_ttl, chrono::Duration::seconds(600));
+        assert_eq!(timing.rotation_period, chrono::Duration::days(90));
+        assert_eq!(timing.pre_publication_lead(), chrono::Duration::seconds(600 + 300 + 5 + 2));
+    }
+
+    #[test]
+    fn a_rotation_period_within_the_lead_is_refused() {
+        let mut settings = Settings::default();
+        settings.keys.verifier_cache_ttl_secs = 7 * 86_400;
+        settings.tokens.jwks_max_age_secs = 7 * 86_400;
+        settings.keys.rotation_period_days = 14;
+        let err = settings.resolve().err().map(|e| e.setting);
+        assert_eq!(err.as_deref(), Some("`keys.rotation_period_days`"));
+        let mut settings = Settings::default();
+        settings.keys.reload_interval_secs = 0;
+        assert!(settings.resolve().is_err(), "a reload interval of 0 is refused");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use sts::app::{self, Application};
-use sts::cli::{Cli, Command, UserCommand};
+use sts::cli::{Cli, Command, KeyCommand, UserCommand};
 use sts::clock::SystemClock;
 use sts::config::Settings;
 use sts::secret::Secret;
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::User(UserCommand::Create { username, system_roles, password_stdin, technical }) => {
                 create_user(config, username, system_roles, password_stdin, technical).await
             }
+            Command::Key(command) => key_command(&config, command),
         }
     });
     match result {
@@ -61,6 +62,53 @@ async fn serve(config: sts::config::Config) -> Result<(), String> {
     tracing::info!(%address, database = %database, "listening");
     application.run_until_signalled().await.map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `sts key ...`: the keys directory only, with the service's own timing.
+fn key_command(config: &sts::config::Config, command: KeyCommand) -> Result<(), String> {
+    use sts::service::keys::{self, Rotation, show};
+    let dir = sts::tokens::KeyDir::new(&config.settings.keys.dir);
+    let timing = config.key_timing();
+    let now = sts::clock::Clock::now(&SystemClock);
+    match command {
+        KeyCommand::List => {
+            let (rows, unlisted) = keys::list(&dir, &timing, now).map_err(|e| e.to_string())?;
+            print!("{}", keys::table(&rows));
+            for file in unlisted {
+                eprintln!("warning: {file} is not listed in the state file and is ignored");
+            }
+        }
+        KeyCommand::Rotate { emergency: false } => match keys::rotate(&dir, &timing, now).map_err(|e| e.to_string())? {
+            Rotation::Created { kid, promotable_at } => {
+                println!("created next key {kid}; it signs from {} on", show(Some(promotable_at)));
+            }
+            Rotation::Pending { kid, promotable_at } => {
+                println!("next key {kid} already waits; it signs from {} on", show(Some(promotable_at)));
+            }
+            Rotation::First { kid } => println!("created key {kid}; it signs at once (there was no key)"),
+        },
+        KeyCommand::Rotate { emergency: true } => {
+            let (kid, dropped) = keys::emergency(&dir, now).map_err(|e| e.to_string())?;
+            eprintln!(
+                "warning: emergency rotation. Key {kid} signs at once, before verifiers can have it: a verifier \
+                 that cached the JWKS (Core: ttlJwks, 600 s by default) refuses new tokens until its cache \
+                 expires. Tokens signed by the removed key are refused as soon as verifiers refetch. Use this \
+                 for a compromised key only."
+            );
+            println!(
+                "key {kid} signs now; removed: {}",
+                if dropped.is_empty() { "-".into() } else { dropped.join(", ") }
+            );
+        }
+        KeyCommand::Remove { kid, force } => {
+            let row = keys::remove(&dir, &timing, &kid, force, now).map_err(|e| e.to_string())?;
+            if force && row.removable_after.is_some_and(|after| now < after) {
+                eprintln!("warning: tokens signed by {kid} are refused once verifiers refetch the JWKS");
+            }
+            println!("removed {} key {kid}", row.state);
+        }
+    }
     Ok(())
 }
 

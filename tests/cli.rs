@@ -167,3 +167,146 @@ fn user_create_reads_the_password_from_stdin() {
     assert!(stdout.contains("created user `operator`"), "{stdout}");
     assert!(!stdout.contains("a-password-long-enough"), "the password is never echoed");
 }
+
+/// `sts key ...` in `dir` with its keys in `dir/keys`; returns (status, stdout, stderr).
+fn key(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = sts(dir).arg("key").args(args).output().expect("runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+/// The (kid, state) of each line of `sts key list`.
+fn listed(dir: &std::path::Path) -> Vec<(String, String)> {
+    let (code, stdout, stderr) = key(dir, &["list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in ["KID", "STATE", "CREATED", "PUBLISHED-SINCE", "PROMOTED", "RETIRED", "REMOVABLE-AFTER"] {
+        assert!(header.contains(column), "{header}");
+    }
+    lines
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next().unwrap_or_default().to_owned(), words.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn key_rotate_publishes_a_next_key_and_remove_refuses_keys_that_may_verify_live_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, _) = key(dir.path(), &["rotate"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("signs at once"), "the first key of an empty directory: {stdout}");
+    let (code, stdout, _) = key(dir.path(), &["rotate"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("created next key"), "{stdout}");
+    let (code, again, _) = key(dir.path(), &["rotate"]);
+    assert_eq!(code, Some(0));
+    assert!(again.contains("already waits"), "one next key at a time: {again}");
+    let keys = listed(dir.path());
+    let states: Vec<&str> = keys.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(states, ["current", "next"]);
+    let (current, next) = (keys[0].0.clone(), keys[1].0.clone());
+
+    let (code, _, stderr) = key(dir.path(), &["remove", &current, "--force"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("current signing key"), "never the current key: {stderr}");
+
+    // An emergency: the new key signs, the current and next keys are gone.
+    let (code, stdout, stderr) = key(dir.path(), &["rotate", "--emergency"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("warning") && stderr.contains("refuse"), "{stderr}");
+    assert!(stdout.contains(&current) && stdout.contains(&next), "{stdout}");
+    assert_eq!(listed(dir.path()).iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["current"]);
+    assert!(!dir.path().join("data").exists(), "the key commands never touch the database");
+}
+
+#[test]
+fn key_remove_refuses_a_recently_retired_key_unless_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("mkdir");
+    // The layout before key states: of two key files the older is retired
+    // from now on, so its tokens may still be live.
+    for name in ["20260101T000000Z-old.pk8", "20260201T000000Z-new.pk8"] {
+        let path = keys.join(name);
+        std::fs::write(&path, pkcs8()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let listing = listed(dir.path());
+    let states: Vec<&str> = listing.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(states, ["retired", "current"], "the newest legacy key keeps signing");
+    let retired = listing[0].0.clone();
+    let (code, _, stderr) = key(dir.path(), &["remove", &retired]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("may still verify live tokens"), "{stderr}");
+    assert!(keys.join("20260101T000000Z-old.pk8").exists());
+    let (code, stdout, stderr) = key(dir.path(), &["remove", &retired, "--force"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("removed retired key"), "{stdout}");
+    assert!(!keys.join("20260101T000000Z-old.pk8").exists(), "its file is deleted");
+    assert_eq!(listed(dir.path()).len(), 1);
+}
+
+/// A fresh Ed25519 PKCS#8 key, as `sts` writes them (via a throwaway run).
+fn pkcs8() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, stderr) = key(dir.path(), &["rotate"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let file = std::fs::read_dir(dir.path().join("keys"))
+        .expect("keys")
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "pk8"))
+        .expect("a key file");
+    std::fs::read(file.path()).expect("read")
+}
+
+#[test]
+fn an_unparsable_key_file_or_a_corrupt_state_file_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("mkdir");
+    let key_file = keys.join("20260101T000000Z-junk.pk8");
+    std::fs::write(&key_file, b"not a key").expect("write");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, stderr) = failure_line(sts(dir.path()));
+    assert_eq!((code, stderr.lines().count()), (Some(2), 1), "{stderr}");
+    assert!(stderr.contains("20260101T000000Z-junk.pk8"), "{stderr}");
+
+    std::fs::remove_file(&key_file).expect("rm");
+    std::fs::write(keys.join("state.json"), b"{\"version\": 1, \"keys\": [").expect("write");
+    let (code, stderr) = failure_line(sts(dir.path()));
+    assert_eq!((code, stderr.lines().count()), (Some(2), 1), "{stderr}");
+    assert!(stderr.contains("state.json") && stderr.contains("corrupt"), "{stderr}");
+    let (code, _, stderr) = key(dir.path(), &["list"]);
+    assert_eq!(code, Some(2), "the commands refuse it too: {stderr}");
+}
+
+#[test]
+fn key_commands_never_print_private_key_material() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut printed = String::new();
+    for args in [&["rotate"][..], &["rotate"], &["list"], &["rotate", "--emergency"], &["list"]] {
+        let (_, stdout, stderr) = key(dir.path(), args);
+        printed.push_str(&stdout);
+        printed.push_str(&stderr);
+    }
+    for entry in std::fs::read_dir(dir.path().join("keys")).expect("keys").filter_map(Result::ok) {
+        if entry.path().extension().is_none_or(|x| x != "pk8") {
+            continue;
+        }
+        let pkcs8 = std::fs::read(entry.path()).expect("read");
+        // The last 32 bytes of a ring Ed25519 PKCS#8 v2 document are the
+        // public key; the seed sits before it. Look for the seed in any encoding.
+        let seed = &pkcs8[16..48];
+        for encoded in [
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seed),
+            base64::engine::general_purpose::STANDARD.encode(seed),
+            seed.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        ] {
+            assert!(!printed.contains(&encoded[..20]), "private key material printed");
+        }
+    }
+}

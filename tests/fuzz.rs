@@ -16,7 +16,7 @@ use actix_web::web::Bytes;
 use proptest::prelude::*;
 use sts::clock::{Clock, SystemClock};
 use sts::tokens::claims::{AccessClaims, Audience};
-use sts::tokens::{KeyRing, Verifier};
+use sts::tokens::{KeyDir, KeyRing, LiveKeys, Verifier};
 
 fn headers(content_type: &'static str) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -25,12 +25,14 @@ fn headers(content_type: &'static str) -> HeaderMap {
 }
 
 /// One key ring and one valid token, shared by every case.
-fn fixture() -> &'static (KeyRing, Verifier, String, tempfile::TempDir) {
-    static FIXTURE: OnceLock<(KeyRing, Verifier, String, tempfile::TempDir)> = OnceLock::new();
+fn fixture() -> &'static (Arc<KeyRing>, Verifier, String, tempfile::TempDir) {
+    static FIXTURE: OnceLock<(Arc<KeyRing>, Verifier, String, tempfile::TempDir)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let keys = KeyRing::load_or_create(dir.path(), clock.now()).expect("keys");
+        let timing = sts::config::Settings::default().resolve().expect("defaults").key_timing();
+        let live = LiveKeys::open(KeyDir::new(dir.path()), timing, clock.now()).expect("keys");
+        let keys = live.ring();
         let now = clock.now().timestamp();
         let claims = AccessClaims {
             iss: "http://sts.test".into(),

@@ -84,7 +84,7 @@ impl FromRequest for Authenticated {
         let action = format!("{} {}", req.method(), req.match_pattern().unwrap_or_else(|| req.path().to_owned()));
         let verified = state
             .as_ref()
-            .map(|s| bearer(req).ok_or(None).and_then(|t| s.ctx.verifier.verify(&s.ctx.keys, t).map_err(Some)));
+            .map(|s| bearer(req).ok_or(None).and_then(|t| s.ctx.verifier.verify(&s.ctx.keys.ring(), t).map_err(Some)));
         Box::pin(async move {
             let Some(state) = state else {
                 return Err(ApiError::Internal);

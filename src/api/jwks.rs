@@ -1,5 +1,6 @@
-//! `GET /.well-known/jwks.json`: the public keys, pre-serialised at key
-//! load, served from memory with a validator so caches can revalidate.
+//! `GET /.well-known/jwks.json`: the public keys (next, current and retired),
+//! pre-serialised whenever the key set changes, served from memory with a
+//! validator so caches can revalidate.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -10,7 +11,7 @@ use super::State;
     description = "The public Ed25519 keys (CONTRACT §1), with an ETag; 304 on If-None-Match.",
     responses((status = 200, description = "`{keys:[{kty,crv,x,kid,alg,use}]}`"), (status = 304)))]
 pub async fn jwks(req: HttpRequest, state: State) -> HttpResponse {
-    let keys = &state.ctx.keys;
+    let keys = state.ctx.keys.ring();
     let max_age = state.ctx.config.settings.tokens.jwks_max_age_secs;
     let cache = format!("public, max-age={max_age}");
     let matches = req

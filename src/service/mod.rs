@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod grants;
+pub mod keys;
 pub mod memberships;
 pub mod organisations;
 pub mod passwords;
@@ -101,14 +102,15 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
-use crate::tokens::{KeyRing, Verifier};
+use crate::tokens::{LiveKeys, Verifier};
 
 /// Everything a use case needs, built once at start and shared.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub config: Arc<Config>,
     pub store: Store,
-    pub keys: Arc<KeyRing>,
+    /// The signing keys, swapped whole when the keys directory changes.
+    pub keys: Arc<LiveKeys>,
     pub verifier: Verifier,
     pub clock: Arc<dyn Clock>,
     pub passwords: passwords::Passwords,

@@ -29,12 +29,20 @@ pub enum KeyError {
     Invalid { path: PathBuf },
     #[error("key generation failed")]
     Generation,
+    #[error("state file {path} is corrupt: {reason}")]
+    CorruptState { path: PathBuf, reason: String },
+    #[error("key file {path} does not hold key {kid} that the state file names")]
+    Mismatch { path: PathBuf, kid: String },
+    #[error("no current key to sign with")]
+    NoSigner,
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// One key: its id and public half in the clear, the private half only inside
 /// jsonwebtoken's encoding key.
-struct SigningKey {
-    kid: String,
+pub(super) struct SigningKey {
+    pub(super) kid: String,
     x: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -96,8 +104,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io { path: path.to_owned(), source }
 }
 
-/// Generates a key and writes it with mode 0600; returns its path.
-pub fn generate(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBuf, KeyError> {
+/// Reads one key file: refused if group or others may read it (the private
+/// key would be exposed) or if it is not an Ed25519 PKCS#8 key.
+pub(super) fn read_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let mode = fs::metadata(path).map_err(io(path))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::LoosePermissions { path: path.to_owned(), mode: mode & 0o777 });
+    }
+    let pkcs8 = fs::read(path).map_err(io(path))?;
+    parse_key(path, &pkcs8)
+}
+
+/// Generates a key into `dir` with mode 0600; returns its kid and file name.
+/// Written under a temporary name and renamed, so a reader never sees half
+/// a key file.
+pub fn generate(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<(String, String), KeyError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let rng = SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generation)?;
@@ -106,34 +127,20 @@ pub fn generate(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<PathBu
         URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())
     };
     let kid = thumbprint(&x);
-    let path = dir.join(format!("{}-{}.{KEY_EXTENSION}", now.format("%Y%m%dT%H%M%SZ"), &kid[..12]));
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io(&path))?;
-    file.write_all(pkcs8.as_ref()).and_then(|()| file.sync_all()).map_err(io(&path))?;
-    Ok(path)
+    let name = format!("{}-{}.{KEY_EXTENSION}", now.format("%Y%m%dT%H%M%SZ"), &kid[..12]);
+    let (path, temporary) = (dir.join(&name), dir.join(format!(".{name}.tmp")));
+    let mut file =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary).map_err(io(&temporary))?;
+    file.write_all(pkcs8.as_ref()).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io(&path))?;
+    Ok((kid, name))
 }
 
 impl KeyRing {
-    /// Loads every key file of `dir`, creating the first key if there is
-    /// none. The newest file (names start with their creation time) signs.
-    pub fn load_or_create(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<Self, KeyError> {
-        let mut paths = key_files(dir)?;
-        if paths.is_empty() {
-            paths.push(generate(dir, now)?);
-        }
-        let mut keys = Vec::with_capacity(paths.len());
-        for path in &paths {
-            let mode = fs::metadata(path).map_err(io(path))?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(KeyError::LoosePermissions { path: path.clone(), mode: mode & 0o777 });
-            }
-            let pkcs8 = fs::read(path).map_err(io(path))?;
-            keys.push(parse_key(path, &pkcs8)?);
-        }
-        Ok(Self::from_keys(keys))
-    }
-
-    fn from_keys(keys: Vec<SigningKey>) -> Self {
-        let signer = keys.len().saturating_sub(1);
+    /// The published set is `keys` in this order (every instance orders the
+    /// same way, so all serve the same bytes and ETag); `signer` signs.
+    pub(super) fn new(keys: Vec<SigningKey>, signer: &str) -> Result<Self, KeyError> {
+        let signer = keys.iter().position(|k| k.kid == signer).ok_or(KeyError::NoSigner)?;
         let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
         let jwks = Jwks {
             keys: keys
@@ -144,11 +151,16 @@ impl KeyRing {
         let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
         let digest = ring::digest::digest(&ring::digest::SHA256, &jwks);
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
-        Self { signer, keys, by_kid, jwks, etag }
+        Ok(Self { signer, keys, by_kid, jwks, etag })
     }
 
     pub fn signing_kid(&self) -> &str {
         self.keys.get(self.signer).map_or("", |k| k.kid.as_str())
+    }
+
+    /// The kids of the published set, in JWKS order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.kid.as_str())
     }
 
     /// Signs claims as a compact JWS with `alg: EdDSA`, `typ: at+jwt`, `kid`.
@@ -174,7 +186,9 @@ impl KeyRing {
     }
 }
 
-fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
+/// The `*.pk8` files of `dir`, sorted by name (names start with their
+/// creation time, so this is oldest first).
+pub(super) fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -185,7 +199,8 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
     let mut paths = Vec::new();
     for entry in entries {
         let path = entry.map_err(io(dir))?.path();
-        if path.extension().is_some_and(|e| e == KEY_EXTENSION) {
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        if !hidden && path.extension().is_some_and(|e| e == KEY_EXTENSION) {
             paths.push(path);
         }
     }
@@ -197,12 +212,22 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
 mod tests {
     use super::*;
 
+    fn ring_of(n: usize) -> (tempfile::TempDir, KeyRing) {
+        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let mut keys = Vec::new();
+        for _ in 0..n {
+            let Ok((_, file)) = generate(dir.path(), chrono::Utc::now()) else { panic!("generate") };
+            let Ok(key) = read_key(&dir.path().join(file)) else { panic!("read") };
+            keys.push(key);
+        }
+        let signer = keys[0].kid.clone();
+        let Ok(ring) = KeyRing::new(keys, &signer) else { panic!("ring") };
+        (dir, ring)
+    }
+
     #[test]
-    fn the_first_start_creates_one_private_key_file() {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string());
-        let Ok(dir) = dir else { panic!("tempdir") };
-        let ring = KeyRing::load_or_create(dir.path(), chrono::Utc::now());
-        assert!(ring.is_ok(), "{ring:?}");
+    fn a_generated_key_file_is_private_to_its_owner() {
+        let (dir, _) = ring_of(1);
         let files = key_files(dir.path()).unwrap_or_default();
         assert_eq!(files.len(), 1);
         let mode = fs::metadata(&files[0]).map(|m| m.permissions().mode() & 0o777).ok();
@@ -212,12 +237,20 @@ mod tests {
     #[test]
     fn a_key_readable_by_others_is_refused() {
         let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
-        let Ok(path) = generate(dir.path(), chrono::Utc::now()) else { panic!("generate") };
+        let Ok((_, file)) = generate(dir.path(), chrono::Utc::now()) else { panic!("generate") };
+        let path = dir.path().join(file);
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o644));
-        assert!(matches!(
-            KeyRing::load_or_create(dir.path(), chrono::Utc::now()),
-            Err(KeyError::LoosePermissions { .. })
-        ));
+        assert!(matches!(read_key(&path), Err(KeyError::LoosePermissions { .. })));
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_ed25519_key_is_refused_by_name() {
+        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let path = dir.path().join("broken.pk8");
+        let _ = fs::write(&path, b"not a key");
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+        let err = read_key(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("broken.pk8"), "{err}");
     }
 
     #[test]
@@ -230,16 +263,27 @@ mod tests {
     }
 
     #[test]
-    fn the_jwks_holds_only_public_ed25519_members() {
-        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
-        let Ok(ring) = KeyRing::load_or_create(dir.path(), chrono::Utc::now()) else { panic!("ring") };
+    fn the_jwks_holds_only_public_ed25519_members_of_every_key() {
+        let (_dir, ring) = ring_of(3);
         let jwks: serde_json::Value = serde_json::from_slice(ring.jwks()).unwrap_or_default();
-        let key = &jwks["keys"][0];
-        assert_eq!(key["kty"], "OKP");
-        assert_eq!(key["crv"], "Ed25519");
-        assert_eq!(key["alg"], "EdDSA");
-        assert_eq!(key["use"], "sig");
-        assert_eq!(key["kid"], ring.signing_kid());
-        assert!(key.get("d").is_none());
+        let keys = jwks["keys"].as_array().cloned().unwrap_or_default();
+        assert_eq!(keys.len(), 3);
+        for key in &keys {
+            let members: Vec<&str> =
+                key.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+            assert_eq!(members.len(), 6, "{key}");
+            assert_eq!((key["kty"].as_str(), key["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
+            assert_eq!((key["alg"].as_str(), key["use"].as_str()), (Some("EdDSA"), Some("sig")));
+            let x = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap_or_default()).unwrap_or_default();
+            assert_eq!(x.len(), 32);
+            assert_eq!(key["kid"].as_str(), Some(thumbprint(key["x"].as_str().unwrap_or_default()).as_str()));
+        }
+        assert_eq!(keys[0]["kid"], ring.signing_kid());
+    }
+
+    #[test]
+    fn a_ring_without_its_signer_is_refused() {
+        let (_dir, ring) = ring_of(1);
+        assert!(matches!(KeyRing::new(Vec::new(), ring.signing_kid()), Err(KeyError::NoSigner)));
     }
 }

@@ -143,9 +143,12 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
-    pub db: TestDb,
+    /// Shared with sibling instances; dropped with the last of them.
+    pub db: Arc<TestDb>,
     pub stop: Box<dyn Fn() + Send + Sync>,
-    pub keys: tempfile::TempDir,
+    /// The running application's context (keys, clock, settings).
+    pub ctx: sts::service::Context,
+    pub keys: Arc<tempfile::TempDir>,
 }
 
 impl TestApp {
@@ -155,17 +158,50 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
         let db = tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create db");
-        let keys = tempfile::tempdir().expect("tempdir");
+        let keys = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        Self::start(Arc::new(db), keys, clock, adjust).await
+    }
+
+    /// Another instance on the same database, keys directory and clock, as
+    /// when several `sts serve` processes run side by side.
+    pub async fn sibling(&self, adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(self.db.clone(), self.keys.clone(), self.clock.clone(), adjust).await
+    }
+
+    async fn start(
+        db: Arc<TestDb>,
+        keys: Arc<tempfile::TempDir>,
+        clock: Arc<ManualClock>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = test_settings(&db.url(), keys.path());
         adjust(&mut settings);
         let config = settings.resolve().expect("test settings are valid");
-        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let app = Application::build(config, clock.clone()).await.expect("application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let stop = Box::new(app.shutdown_trigger());
+        let ctx = app.context().clone();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Self { address, client, clock, db, stop, keys }
+        Self { address, client, clock, db, stop, ctx, keys }
+    }
+
+    pub fn keys_dir(&self) -> &std::path::Path {
+        self.keys.path()
+    }
+
+    /// One key-maintenance tick at the manual clock's time, as the
+    /// background job runs it every reload interval.
+    pub async fn tick_keys(&self) -> sts::tokens::live::Tick {
+        self.ctx.maintain_keys().await.expect("key maintenance")
+    }
+
+    /// The JWKS as served: body and ETag.
+    pub async fn jwks(&self) -> (Value, String) {
+        let response = self.client.get(self.url("/.well-known/jwks.json")).send().await.expect("jwks");
+        let etag = response.headers()["etag"].to_str().expect("etag").to_owned();
+        (response.json().await.expect("json"), etag)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -782,7 +782,7 @@ both_backends! {
         // The same giants past a header limit raised to 120 KiB: now the
         // verifier's own 4096-byte guard must answer, with the generic 401,
         // before any base64 or JSON work.
-        let backend = match app.db {
+        let backend = match *app.db {
             TestDb::Postgres { .. } => Backend::Postgres,
             TestDb::Sqlite { .. } => Backend::Sqlite,
         };

@@ -8,6 +8,9 @@ use uuid::Uuid;
 use crate::both_backends;
 use crate::helpers::{TestApp, password_of};
 
+/// A named exchange request and the error it must get.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -146,7 +149,7 @@ both_backends! {
             app.clock.advance(chrono::Duration::seconds(400));
             subject.clone()
         };
-        let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        let cases: Vec<Case> = vec![
             ("subject_token missing", vec![("subject_token_type", ACCESS), ("organisation_id", &org_s)], "invalid_request"),
             ("subject_token empty", vec![("subject_token", ""), ("subject_token_type", ACCESS), ("organisation_id", &org_s)], "invalid_request"),
             ("expired subject", vec![("subject_token", &expired), ("subject_token_type", ACCESS), ("organisation_id", &org_s)], "invalid_request"),

@@ -37,7 +37,7 @@ fn verify_input(ctx: &Context, request: &ExchangeRequest) -> Result<(AccessClaim
     }
     let subject = ctx
         .verifier
-        .verify(&ctx.keys, subject_token)
+        .verify(&ctx.keys.ring(), subject_token)
         .map_err(|_| GrantError::InvalidRequest("subject_token is not a valid access token"))?;
     if subject.act.is_some() {
         return Err(GrantError::InvalidRequest("a delegated token cannot be exchanged again"));
@@ -47,7 +47,7 @@ fn verify_input(ctx: &Context, request: &ExchangeRequest) -> Result<(AccessClaim
         (Some(token), Some(kind)) if kind == ACCESS_TOKEN_TYPE => {
             let actor = ctx
                 .verifier
-                .verify(&ctx.keys, token)
+                .verify(&ctx.keys.ring(), token)
                 .map_err(|_| GrantError::InvalidRequest("actor_token is not a valid access token"))?;
             if actor.act.is_some() || !actor.has_permission(DELEGATE_PERMISSION) {
                 return Err(GrantError::InvalidRequest("the actor may not act on behalf of others"));

@@ -7,6 +7,8 @@ mod exchange;
 mod password;
 mod refresh;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
@@ -91,7 +93,8 @@ pub fn ceiling_of(roles: &RoleCatalog, names: &[String]) -> Ceiling {
 
 /// Everything needed to sign one access token.
 pub struct Mint<'a> {
-    pub keys: &'a KeyRing,
+    /// Held for this one token: a rotation swaps the ring, not this copy.
+    pub keys: Arc<KeyRing>,
     pub issuer: &'a str,
     pub audience: &'a str,
     pub now: DateTime<Utc>,
@@ -102,7 +105,7 @@ impl<'a> Mint<'a> {
     pub fn new(ctx: &'a super::Context, now: DateTime<Utc>) -> Self {
         let ttl = i64::try_from(ctx.config.settings.tokens.access_ttl_secs).unwrap_or(i64::MAX);
         Self {
-            keys: &ctx.keys,
+            keys: ctx.keys.ring(),
             issuer: &ctx.config.issuer,
             audience: &ctx.config.settings.tokens.audience,
             now,
