@@ -227,6 +227,28 @@ async fn government(app: TestApp) {
             .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{user} has no token for another organisation");
     }
+
+    // Deactivate the wallet provider: no token, data visible, reactivation
+    // works. Delete Department B: gone, its audit trail kept.
+    let wallet_staff = app.create_user(&admin, "wallet.ops", &["WALLET_USER"]).await;
+    app.add_member(&admin, wallet, wallet_staff).await;
+    app.patch_json(&format!("{ORGS}/{wallet}"), &admin, &json!({"deactivate": true})).await;
+    let wallet_s = wallet.to_string();
+    let password = password_of("wallet.ops");
+    let form = [
+        ("grant_type", "password"),
+        ("username", "wallet.ops"),
+        ("password", &password),
+        ("organisation_id", &wallet_s),
+    ];
+    assert_eq!(app.token_request(&form).await.status(), StatusCode::BAD_REQUEST);
+    let detail: Value = app.get(&format!("{ORGS}/{wallet}"), &admin).await.json().await.expect("json");
+    assert_eq!(detail["status"], "DEACTIVATED");
+    app.patch_json(&format!("{ORGS}/{wallet}"), &admin, &json!({"deactivate": false})).await;
+    assert_eq!(app.token_request(&form).await.status(), StatusCode::OK);
+    assert_eq!(app.delete(&format!("{ORGS}/{dept_b}"), &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&format!("{ORGS}/{dept_b}"), &admin).await.status(), StatusCode::NOT_FOUND);
+    assert!(!app.audit(&admin, &format!("organisationId={dept_b}")).await.is_empty(), "audit kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,6 +331,25 @@ async fn enterprise(app: TestApp) {
         ])
         .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    // Deactivate Finance (tokens stop, data visible, reactivation works);
+    // delete Legal (gone, audit kept).
+    let finance_s = orgs[1].to_string();
+    let password = password_of("finance.clerk");
+    let form = [
+        ("grant_type", "password"),
+        ("username", "finance.clerk"),
+        ("password", &password),
+        ("organisation_id", &finance_s),
+    ];
+    app.patch_json(&format!("{ORGS}/{}", orgs[1]), &admin, &json!({"deactivate": true})).await;
+    assert_eq!(app.token_request(&form).await.status(), StatusCode::BAD_REQUEST);
+    let members: Value = app.get(&format!("{ORGS}/{}/member", orgs[1]), &admin).await.json().await.expect("json");
+    assert_eq!(members["values"][0]["username"], "finance.clerk");
+    app.patch_json(&format!("{ORGS}/{}", orgs[1]), &admin, &json!({"deactivate": false})).await;
+    assert_eq!(app.token_request(&form).await.status(), StatusCode::OK);
+    assert_eq!(app.delete(&format!("{ORGS}/{}", orgs[2]), &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&format!("{ORGS}/{}", orgs[2]), &admin).await.status(), StatusCode::NOT_FOUND);
+    assert!(!app.audit(&admin, &format!("organisationId={}", orgs[2])).await.is_empty(), "audit kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
