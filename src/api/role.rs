@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use super::State;
 use super::auth::Authenticated;
 use crate::error::ApiError;
-use crate::service::users;
+use crate::service::me;
 
 #[utoipa::path(get, path = "/api/sts/role/v1", tag = "roles",
     description = "Both role mappings: system roles (grants) and organisation roles (ceilings). Any valid token.",
@@ -26,8 +26,8 @@ pub async fn roles(_auth: Authenticated, state: State) -> HttpResponse {
 
 #[utoipa::path(get, path = "/api/sts/me/v1", tag = "roles",
     description = "The caller, their system roles and, per organisation, what a token for it would hold. Any valid token.",
-    security(("bearer" = [])), responses((status = 200, body = users::MeView), (status = 401, body = crate::error::ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = me::MeView), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn me(auth: Authenticated, state: State) -> Result<HttpResponse, ApiError> {
-    let me = users::me(&state.ctx, auth.claims.sub).await?;
+    let me = me::me(&state.ctx, auth.claims.sub).await?;
     Ok(HttpResponse::Ok().json(me))
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod grants;
 pub mod keys;
+pub mod me;
 pub mod memberships;
 pub mod organisations;
 pub mod passwords;

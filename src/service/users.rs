@@ -6,17 +6,16 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEvent, Outcome, RequestMeta};
-use super::grants::{TECHNICAL_KIND, USER_KIND, ceiling_of};
+use super::grants::{TECHNICAL_KIND, USER_KIND};
 use super::organisations::Caller;
 use super::{Context, ServiceError};
-use crate::domain::permissions::organisation_token_permissions;
 use crate::domain::roles::validate_system_roles;
 use crate::domain::{PermissionSet, names};
 use crate::secret::Secret;
 use crate::store;
+use crate::store::refresh_tokens;
 use crate::store::types::{DbNames, DbTime, DbUuid};
 use crate::store::users::{self as rows, UserRow};
-use crate::store::{memberships, refresh_tokens};
 use crate::tokens::opaque;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -302,54 +301,6 @@ pub async fn rotate_secret(
         Ok(secret)
     };
     audit::or_failure(ctx, meta, event("user.secret_rotate", Some(caller), id), attempt.await).await
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct MeOrganisation {
-    pub id: Uuid,
-    pub name: String,
-    pub status: &'static str,
-    #[schema(value_type = Vec<String>)]
-    pub permissions: PermissionSet,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MeView {
-    #[serde(flatten)]
-    pub user: UserView,
-    pub organisations: Vec<MeOrganisation>,
-}
-
-/// The caller, and for each organisation they belong to what a token for it
-/// would hold (nothing while it is deactivated).
-pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
-    let ctx2 = ctx.clone();
-    ctx.store
-        .run(move |conn| {
-            let user = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-            let roles = &ctx2.config.roles;
-            let granted = roles.user_permissions(&user.system_roles.0);
-            let active = user.disabled_at.is_none();
-            let organisations = memberships::organisations_of(conn, user.id)?
-                .into_iter()
-                .map(|org| {
-                    let usable = active && org.deactivated_at.is_none();
-                    MeOrganisation {
-                        id: org.id.0,
-                        status: if org.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
-                        permissions: if usable {
-                            organisation_token_permissions(&granted, &ceiling_of(roles, &org.roles.0))
-                        } else {
-                            PermissionSet::new()
-                        },
-                        name: org.name,
-                    }
-                })
-                .collect();
-            Ok(MeView { user: user.into(), organisations })
-        })
-        .await
 }
 
 /// At start: the bootstrap admin from the settings, or — with no settings and
