@@ -43,7 +43,7 @@ pub enum ApiError {
 /// Core's error shape, for every route but the token endpoint.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable code, `STS_0001` … `STS_0010`.
+    /// A stable code, `STS_0001` … `STS_0011`.
     pub code: &'static str,
     pub message: String,
 }

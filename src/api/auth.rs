@@ -32,24 +32,30 @@ impl Authenticated {
         Caller { sub: self.claims.sub, actor: self.claims.act.as_ref().map(|a| a.sub) }
     }
 
+    /// 401 (and an audit event) if the token's subject (or actor) has since
+    /// been disabled or deleted; for routes that any valid token may use.
+    pub async fn active(&self) -> Result<Caller, ApiError> {
+        let caller = self.caller();
+        for id in std::iter::once(caller.sub).chain(caller.actor) {
+            if !users::is_active(&self.state.ctx, id).await? {
+                let event = AuditEvent::new("admin.denied", Outcome::Denied)
+                    .subject(caller.sub)
+                    .actor(caller.actor)
+                    .target(&self.action)
+                    .reason("401: user disabled or deleted");
+                record_denial(&self.state, &self.meta, event).await?;
+                return Err(ApiError::Unauthenticated);
+            }
+        }
+        Ok(caller)
+    }
+
     /// 403 (and an audit event) unless the token holds `permission`; 401 if
     /// its subject (or actor) has since been disabled or deleted: the admin
     /// API does not wait for the token to expire.
     pub async fn require(&self, permission: &'static str) -> Result<Caller, ApiError> {
         if self.claims.has_permission(permission) {
-            let caller = self.caller();
-            for id in std::iter::once(caller.sub).chain(caller.actor) {
-                if !users::is_active(&self.state.ctx, id).await? {
-                    let event = AuditEvent::new("admin.denied", Outcome::Denied)
-                        .subject(caller.sub)
-                        .actor(caller.actor)
-                        .target(&self.action)
-                        .reason("401: user disabled or deleted");
-                    record_denial(&self.state, &self.meta, event).await?;
-                    return Err(ApiError::Unauthenticated);
-                }
-            }
-            return Ok(caller);
+            return self.active().await;
         }
         let event = AuditEvent::new("admin.denied", Outcome::Denied)
             .subject(self.claims.sub)

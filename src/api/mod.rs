@@ -226,3 +226,23 @@ impl<T> ListPage<T> {
         Self { values, total_pages: page.total_pages(total_items), total_items }
     }
 }
+
+/// Path parameters, parsed at extraction but judged only when the handler
+/// asks, after authentication: a stranger gets 401 before learning what an
+/// id must look like. A malformed id is a 404, like an unknown one.
+pub struct Ids<T>(Result<T, ApiError>);
+
+impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for Ids<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(Self(req.match_info().load::<T>().map_err(|_| ApiError::NotFound("resource")))))
+    }
+}
+
+impl<T> Ids<T> {
+    pub fn get(self) -> Result<T, ApiError> {
+        self.0
+    }
+}

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Authenticated;
-use super::{Created, ListPage, Page, State, admin_body, query};
+use super::{Created, Ids, ListPage, Page, State, admin_body, query};
 use crate::domain::OrganisationRole;
 use crate::error::{ApiError, ErrorBody};
 use crate::service::organisations::{ExplainView, ListQuery, OrganisationView, SortBy};
@@ -102,9 +102,10 @@ pub async fn list(req: HttpRequest, auth: Authenticated, state: State) -> Result
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = OrganisationView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn detail(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn detail(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_DETAIL").await?;
-    Ok(HttpResponse::Ok().json(organisations::get(&state.ctx, *id).await?))
+    let id = id.get()?;
+    Ok(HttpResponse::Ok().json(organisations::get(&state.ctx, id).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -126,13 +127,14 @@ pub async fn update(
     req: HttpRequest,
     auth: Authenticated,
     state: State,
-    id: web::Path<Uuid>,
+    id: Ids<Uuid>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_EDIT").await?;
+    let id = id.get()?;
     let body: UpdateOrganisation = admin_body(&req, &state, payload).await?;
     let changes = organisations::Changes { name: body.name, roles: body.roles, deactivate: body.deactivate };
-    organisations::update(&state.ctx, &auth.meta, caller, *id, changes).await?;
+    organisations::update(&state.ctx, &auth.meta, caller, id, changes).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -142,9 +144,10 @@ pub async fn update(
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn delete(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_DELETE").await?;
-    organisations::delete(&state.ctx, &auth.meta, caller, *id).await?;
+    let id = id.get()?;
+    organisations::delete(&state.ctx, &auth.meta, caller, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -153,9 +156,10 @@ pub async fn delete(auth: Authenticated, state: State, id: web::Path<Uuid>) -> R
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = ListPage<UserView>), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn members(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn members(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_DETAIL").await?;
-    let values = memberships::list(&state.ctx, *id).await?;
+    let id = id.get()?;
+    let values = memberships::list(&state.ctx, id).await?;
     let total = i64::try_from(values.len()).unwrap_or(i64::MAX);
     Ok(HttpResponse::Ok().json(ListPage { values, total_pages: i64::from(total > 0), total_items: total }))
 }
@@ -166,13 +170,9 @@ pub async fn members(auth: Authenticated, state: State, id: web::Path<Uuid>) -> 
     params(("id" = Uuid, Path), ("userId" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn add_member(
-    auth: Authenticated,
-    state: State,
-    path: web::Path<(Uuid, Uuid)>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn add_member(auth: Authenticated, state: State, path: Ids<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_EDIT").await?;
-    let (id, user) = path.into_inner();
+    let (id, user) = path.get()?;
     memberships::add(&state.ctx, &auth.meta, caller, id, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -186,10 +186,10 @@ pub async fn add_member(
 pub async fn remove_member(
     auth: Authenticated,
     state: State,
-    path: web::Path<(Uuid, Uuid)>,
+    path: Ids<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_ORGANISATION_EDIT").await?;
-    let (id, user) = path.into_inner();
+    let (id, user) = path.get()?;
     memberships::remove(&state.ctx, &auth.meta, caller, id, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -200,12 +200,8 @@ pub async fn remove_member(
     params(("id" = Uuid, Path), ("userId" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = ExplainView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn explain(
-    auth: Authenticated,
-    state: State,
-    path: web::Path<(Uuid, Uuid)>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn explain(auth: Authenticated, state: State, path: Ids<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     auth.require("STS_ORGANISATION_DETAIL").await?;
-    let (id, user) = path.into_inner();
+    let (id, user) = path.get()?;
     Ok(HttpResponse::Ok().json(organisations::explain_member(&state.ctx, id, user).await?))
 }

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Authenticated;
-use super::{ListPage, Page, State, admin_body, query};
+use super::{Ids, ListPage, Page, State, admin_body, query};
 use crate::domain::PermissionSet;
 use crate::error::{ApiError, ErrorBody};
 use crate::secret::Secret;
@@ -93,9 +93,10 @@ pub async fn list(req: HttpRequest, auth: Authenticated, state: State) -> Result
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn detail(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn detail(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
     auth.require("STS_USER_DETAIL").await?;
-    Ok(HttpResponse::Ok().json(users::get(&state.ctx, *id).await?))
+    let id = id.get()?;
+    Ok(HttpResponse::Ok().json(users::get(&state.ctx, id).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -117,13 +118,14 @@ pub async fn update(
     req: HttpRequest,
     auth: Authenticated,
     state: State,
-    id: web::Path<Uuid>,
+    id: Ids<Uuid>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_EDIT").await?;
+    let id = id.get()?;
     let body: UpdateUser = admin_body(&req, &state, payload).await?;
     let changes = UserChanges { system_roles: body.system_roles, password: body.password, disabled: body.disabled };
-    users::update(&state.ctx, &auth.meta, (caller, grantable(&auth)), *id, changes).await?;
+    users::update(&state.ctx, &auth.meta, (caller, grantable(&auth)), id, changes).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -132,9 +134,10 @@ pub async fn update(
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn delete(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_DELETE").await?;
-    users::delete(&state.ctx, &auth.meta, caller, *id).await?;
+    let id = id.get()?;
+    users::delete(&state.ctx, &auth.meta, caller, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -150,9 +153,10 @@ pub struct RotatedSecret {
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn rotate_secret(auth: Authenticated, state: State, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn rotate_secret(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
     let caller = auth.require("STS_USER_EDIT").await?;
-    let secret = users::rotate_secret(&state.ctx, &auth.meta, caller, *id).await?;
+    let id = id.get()?;
+    let secret = users::rotate_secret(&state.ctx, &auth.meta, caller, id).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(RotatedSecret { client_secret: secret.expose().to_owned() }))

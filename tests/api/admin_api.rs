@@ -20,6 +20,10 @@ both_backends! {
         assert_eq!(code(garbage).await, (StatusCode::UNAUTHORIZED, "STS_0002".into()));
         let query = app.client.get(app.url("/api/sts/organisation/v1?bogus=1")).send().await.expect("request");
         assert_eq!(query.status(), StatusCode::UNAUTHORIZED);
+        let malformed_id = app.client.get(app.url("/api/sts/organisation/v1/not-a-uuid")).send().await.expect("request");
+        assert_eq!(malformed_id.status(), StatusCode::UNAUTHORIZED, "401 before anything about the path");
+        let admin = app.admin_token().await;
+        assert_eq!(app.get("/api/sts/organisation/v1/not-a-uuid", &admin).await.status(), StatusCode::NOT_FOUND);
     }
 
     async fn a_wrong_method_gets_405_in_the_error_shape(app) {
@@ -69,6 +73,8 @@ both_backends! {
         assert_eq!(app.get("/api/sts/user/v1", &token).await.status(), StatusCode::OK);
         app.patch_json(&format!("/api/sts/user/v1/{second}"), &admin, &json!({"disabled": true})).await;
         assert_eq!(app.get("/api/sts/user/v1", &token).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(app.get("/api/sts/me/v1", &token).await.status(), StatusCode::UNAUTHORIZED, "any-token routes too");
+        assert_eq!(app.get("/api/sts/role/v1", &token).await.status(), StatusCode::UNAUTHORIZED);
     }
 
     async fn an_empty_patch_changes_nothing_and_says_so(app) {
