@@ -289,3 +289,32 @@ pub async fn record_now(
     let (clock, meta) = (ctx.clock.clone(), meta.clone());
     ctx.store.run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from)).await
 }
+
+/// One audited admin write: `work` runs in a transaction, and `event` is
+/// written in that same transaction (so a change without its event cannot
+/// happen); `work` may add to the event (a reason). If anything fails, the
+/// transaction rolls back and the event is recorded as a failure instead.
+pub async fn audited_write<T, F>(
+    ctx: &super::Context,
+    meta: &RequestMeta,
+    event: AuditEvent,
+    work: F,
+) -> Result<T, super::ServiceError>
+where
+    F: FnOnce(&mut AnyConnection, DbTime, &mut AuditEvent) -> Result<T, super::ServiceError> + Send + 'static,
+    T: Send + 'static,
+{
+    let (clock, write_meta, mut success) = (ctx.clock.clone(), meta.clone(), event.clone());
+    let result = ctx
+        .store
+        .run(move |conn| {
+            crate::store::transaction(conn, |conn| {
+                let now = DbTime::from(clock.now());
+                let value = work(conn, now, &mut success)?;
+                record(conn, now.0, &write_meta, success)?;
+                Ok(value)
+            })
+        })
+        .await;
+    or_failure(ctx, meta, event, result).await
+}

@@ -6,8 +6,7 @@ use super::audit::{self, AuditEvent, Outcome, RequestMeta};
 use super::organisations::Caller;
 use super::users::UserView;
 use super::{Context, ServiceError};
-use crate::store;
-use crate::store::types::{DbTime, DbUuid};
+use crate::store::types::DbUuid;
 use crate::store::{memberships, organisations, refresh_tokens, users};
 
 fn event(action: &'static str, caller: Caller, organisation: Uuid, user: Uuid) -> AuditEvent {
@@ -38,31 +37,20 @@ pub async fn add(
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    let attempt = async {
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    let org = organisations::find(conn, DbUuid(organisation))?
-                        .ok_or(ServiceError::NotFound("organisation"))?;
-                    if users::find(conn, DbUuid(user))?.is_none() {
-                        return Err(ServiceError::NotFound("user"));
-                    }
-                    if org.deactivated_at.is_some() {
-                        return Err(ServiceError::Conflict("the organisation is deactivated".into()));
-                    }
-                    if memberships::is_member(conn, org.id, DbUuid(user))? {
-                        return Ok(());
-                    }
-                    memberships::insert(conn, org.id, DbUuid(user), now)?;
-                    audit::record(conn, now.0, &meta, event("membership.add", caller, organisation, user))?;
-                    Ok(())
-                })
-            })
-            .await
-    };
-    audit::or_failure(ctx, meta, event("membership.add", caller, organisation, user), attempt.await).await
+    audit::audited_write(ctx, meta, event("membership.add", caller, organisation, user), move |conn, now, _| {
+        let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
+        if users::find(conn, DbUuid(user))?.is_none() {
+            return Err(ServiceError::NotFound("user"));
+        }
+        if org.deactivated_at.is_some() {
+            return Err(ServiceError::Conflict("the organisation is deactivated".into()));
+        }
+        if !memberships::is_member(conn, org.id, DbUuid(user))? {
+            memberships::insert(conn, org.id, DbUuid(user), now)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Removes a member and ends their refresh tokens for this organisation.
@@ -73,24 +61,15 @@ pub async fn remove(
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    let attempt = async {
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    if !organisations::exists(conn, DbUuid(organisation))? {
-                        return Err(ServiceError::NotFound("organisation"));
-                    }
-                    if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
-                        return Err(ServiceError::NotFound("member"));
-                    }
-                    refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
-                    audit::record(conn, now.0, &meta, event("membership.remove", caller, organisation, user))?;
-                    Ok(())
-                })
-            })
-            .await
-    };
-    audit::or_failure(ctx, meta, event("membership.remove", caller, organisation, user), attempt.await).await
+    audit::audited_write(ctx, meta, event("membership.remove", caller, organisation, user), move |conn, now, _| {
+        if !organisations::exists(conn, DbUuid(organisation))? {
+            return Err(ServiceError::NotFound("organisation"));
+        }
+        if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
+            return Err(ServiceError::NotFound("member"));
+        }
+        refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
+        Ok(())
+    })
+    .await
 }

@@ -11,10 +11,9 @@ use super::{Context, ServiceError};
 use crate::domain::OrganisationRole;
 use crate::domain::names;
 use crate::domain::permissions::explain;
-use crate::store;
 use crate::store::organisations::{self as rows, OrganisationRow};
 pub use crate::store::organisations::{ListQuery, SortBy};
-use crate::store::types::{DbNames, DbTime, DbUuid};
+use crate::store::types::{DbNames, DbUuid};
 use crate::store::{memberships, users};
 
 /// Who performs an admin action: the token's `sub`, and `act.sub` if any.
@@ -75,39 +74,31 @@ pub async fn create(
     id: Option<Uuid>,
 ) -> Result<Uuid, ServiceError> {
     let id = id.unwrap_or_else(Uuid::new_v4);
-    let attempt = async {
-        let name = names::organisation_name(name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
-        let roles = role_names(roles)?;
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    if rows::exists(conn, DbUuid(id))? {
-                        return Err(ServiceError::Conflict("an organisation with this id exists".into()));
-                    }
-                    if rows::name_taken(conn, &name.key, None)? {
-                        return Err(ServiceError::Conflict("an organisation with this name exists".into()));
-                    }
-                    let row = OrganisationRow {
-                        id: DbUuid(id),
-                        name: name.display.clone(),
-                        name_key: name.key.clone(),
-                        roles: DbNames(roles.clone()),
-                        created_at: now,
-                        last_modified: now,
-                        deactivated_at: None,
-                    };
-                    // A concurrent create of the same name loses on the unique
-                    // index, which the store reports as a conflict.
-                    rows::insert(conn, &row)?;
-                    audit::record(conn, now.0, &meta, event("organisation.create", caller, id))?;
-                    Ok(id)
-                })
-            })
-            .await
-    };
-    audit::or_failure(ctx, meta, event("organisation.create", caller, id), attempt.await).await
+    let (name, roles) = (name.to_owned(), roles.to_vec());
+    audit::audited_write(ctx, meta, event("organisation.create", caller, id), move |conn, now, _| {
+        let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+        let roles = role_names(&roles)?;
+        if rows::exists(conn, DbUuid(id))? {
+            return Err(ServiceError::Conflict("an organisation with this id exists".into()));
+        }
+        if rows::name_taken(conn, &name.key, None)? {
+            return Err(ServiceError::Conflict("an organisation with this name exists".into()));
+        }
+        let row = OrganisationRow {
+            id: DbUuid(id),
+            name: name.display,
+            name_key: name.key,
+            roles: DbNames(roles),
+            created_at: now,
+            last_modified: now,
+            deactivated_at: None,
+        };
+        // A concurrent create of the same name loses on the unique index,
+        // which the store reports as a conflict.
+        rows::insert(conn, &row)?;
+        Ok(id)
+    })
+    .await
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<OrganisationView, ServiceError> {
@@ -134,7 +125,7 @@ pub async fn update(
     id: Uuid,
     changes: Changes,
 ) -> Result<(), ServiceError> {
-    let attempt = async {
+    audit::audited_write(ctx, meta, event("organisation.update", caller, id), move |conn, now, event| {
         if changes.name.is_none() && changes.roles.is_none() && changes.deactivate.is_none() {
             return Err(ServiceError::Invalid("nothing to change: give name, roles or deactivate".into()));
         }
@@ -145,67 +136,49 @@ pub async fn update(
             .transpose()
             .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
         let roles = changes.roles.as_deref().map(role_names).transpose()?;
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
-                    let mut what = Vec::new();
-                    if let Some(name) = name {
-                        if rows::name_taken(conn, &name.key, Some(row.id))? {
-                            return Err(ServiceError::Conflict("an organisation with this name exists".into()));
-                        }
-                        row.name = name.display;
-                        row.name_key = name.key;
-                        what.push("name");
-                    }
-                    if let Some(roles) = roles {
-                        row.roles = DbNames(roles);
-                        what.push("roles");
-                    }
-                    match changes.deactivate {
-                        Some(true) if row.deactivated_at.is_none() => {
-                            row.deactivated_at = Some(now);
-                            what.push("deactivated");
-                        }
-                        Some(false) if row.deactivated_at.is_some() => {
-                            row.deactivated_at = None;
-                            what.push("reactivated");
-                        }
-                        _ => {}
-                    }
-                    row.last_modified = now;
-                    rows::update(conn, &row)?;
-                    let event = event("organisation.update", caller, id).reason(what.join(","));
-                    audit::record(conn, now.0, &meta, event)?;
-                    Ok(())
-                })
-            })
-            .await
-    };
-    audit::or_failure(ctx, meta, event("organisation.update", caller, id), attempt.await).await
+        let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
+        let mut what = Vec::new();
+        if let Some(name) = name {
+            if rows::name_taken(conn, &name.key, Some(row.id))? {
+                return Err(ServiceError::Conflict("an organisation with this name exists".into()));
+            }
+            row.name = name.display;
+            row.name_key = name.key;
+            what.push("name");
+        }
+        if let Some(roles) = roles {
+            row.roles = DbNames(roles);
+            what.push("roles");
+        }
+        match changes.deactivate {
+            Some(true) if row.deactivated_at.is_none() => {
+                row.deactivated_at = Some(now);
+                what.push("deactivated");
+            }
+            Some(false) if row.deactivated_at.is_some() => {
+                row.deactivated_at = None;
+                what.push("reactivated");
+            }
+            _ => {}
+        }
+        row.last_modified = now;
+        rows::update(conn, &row)?;
+        event.reason = Some(what.join(","));
+        Ok(())
+    })
+    .await
 }
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
-    let attempt = async {
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = ctx2.now();
-                    // Memberships and refresh tokens go with it (ON DELETE CASCADE);
-                    // the audit log has no foreign key and stays.
-                    if !rows::delete(conn, DbUuid(id))? {
-                        return Err(ServiceError::NotFound("organisation"));
-                    }
-                    audit::record(conn, now, &meta, event("organisation.delete", caller, id))?;
-                    Ok(())
-                })
-            })
-            .await
-    };
-    audit::or_failure(ctx, meta, event("organisation.delete", caller, id), attempt.await).await
+    audit::audited_write(ctx, meta, event("organisation.delete", caller, id), move |conn, _, _| {
+        // Memberships and refresh tokens go with it (ON DELETE CASCADE); the
+        // audit log has no foreign key and stays.
+        if !rows::delete(conn, DbUuid(id))? {
+            return Err(ServiceError::NotFound("organisation"));
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -12,9 +12,8 @@ use super::{Context, ServiceError};
 use crate::domain::roles::validate_system_roles;
 use crate::domain::{PermissionSet, names};
 use crate::secret::Secret;
-use crate::store;
 use crate::store::refresh_tokens;
-use crate::store::types::{DbNames, DbTime, DbUuid};
+use crate::store::types::{DbNames, DbUuid};
 use crate::store::users::{self as rows, UserRow};
 use crate::tokens::opaque;
 
@@ -103,20 +102,20 @@ pub async fn create(
     new: NewUser,
 ) -> Result<Created, ServiceError> {
     let id = Uuid::new_v4();
-    let caller = granter.as_ref().map(|g| g.0);
-    let attempt = async {
+    let event = event("user.create", granter.as_ref().map(|g| g.0), id);
+    // Checks and the (slow, async) password hash come before the write; a
+    // refusal there is audited like one inside it.
+    let prepared = async {
         let name = names::username(&new.username).map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
         let system_roles =
             validate_system_roles(&ctx.config.roles, &new.system_roles).map_err(ServiceError::Invalid)?;
         check_grantable(ctx, &system_roles, granter.as_ref().map(|g| &g.1))?;
-        let (password_hash, secret_digest, client_secret) = match (new.kind, &new.password) {
+        let credentials = match (new.kind, &new.password) {
             (Kind::User, Some(password)) => {
                 ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
                 (Some(ctx.passwords.hash(password).await?), None, None)
             }
-            (Kind::User, None) => {
-                return Err(ServiceError::Invalid("a user needs a password".into()));
-            }
+            (Kind::User, None) => return Err(ServiceError::Invalid("a user needs a password".into())),
             (Kind::Technical, None) => {
                 let secret = new_secret()?;
                 (None, Some(opaque::digest(secret.expose())), Some(secret))
@@ -125,35 +124,34 @@ pub async fn create(
                 return Err(ServiceError::Invalid("a technical user gets a generated secret, not a password".into()));
             }
         };
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    if rows::find_by_username(conn, &name.key)?.is_some() {
-                        return Err(ServiceError::Conflict("a user with this username exists".into()));
-                    }
-                    let row = UserRow {
-                        id: DbUuid(id),
-                        username: name.display.clone(),
-                        username_key: name.key.clone(),
-                        kind: if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND }.to_owned(),
-                        password_hash: password_hash.clone(),
-                        secret_digest: secret_digest.clone(),
-                        system_roles: DbNames(system_roles.clone()),
-                        created_at: now,
-                        last_modified: now,
-                        disabled_at: None,
-                    };
-                    rows::insert(conn, &row)?;
-                    audit::record(conn, now.0, &meta, event("user.create", caller, id))?;
-                    Ok(())
-                })
-            })
-            .await?;
-        Ok(Created { id, client_secret })
+        Ok((name, system_roles, credentials))
     };
-    audit::or_failure(ctx, meta, event("user.create", caller, id), attempt.await).await
+    let (name, system_roles, (password_hash, secret_digest, client_secret)) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(e) => return audit::or_failure(ctx, meta, event, Err(e)).await,
+    };
+    let kind = if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND };
+    audit::audited_write(ctx, meta, event, move |conn, now, _| {
+        if rows::find_by_username(conn, &name.key)?.is_some() {
+            return Err(ServiceError::Conflict("a user with this username exists".into()));
+        }
+        let row = UserRow {
+            id: DbUuid(id),
+            username: name.display,
+            username_key: name.key,
+            kind: kind.to_owned(),
+            password_hash,
+            secret_digest,
+            system_roles: DbNames(system_roles),
+            created_at: now,
+            last_modified: now,
+            disabled_at: None,
+        };
+        rows::insert(conn, &row)?;
+        Ok(())
+    })
+    .await?;
+    Ok(Created { id, client_secret })
 }
 
 /// Whether the user exists and is not disabled.
@@ -189,7 +187,8 @@ pub async fn update(
     id: Uuid,
     changes: UserChanges,
 ) -> Result<(), ServiceError> {
-    let attempt = async {
+    let event = event("user.update", Some(caller), id);
+    let prepared = async {
         if changes.system_roles.is_none() && changes.password.is_none() && changes.disabled.is_none() {
             return Err(ServiceError::Invalid("nothing to change: give systemRoles, password or disabled".into()));
         }
@@ -209,66 +208,59 @@ pub async fn update(
             }
             None => None,
         };
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-                    let mut revoke = false;
-                    if let Some(hash) = hash {
-                        if row.kind != USER_KIND {
-                            return Err(ServiceError::Invalid("a technical user has no password".into()));
-                        }
-                        row.password_hash = Some(hash);
-                        revoke = true;
-                    }
-                    if let Some(roles) = roles {
-                        row.system_roles = DbNames(roles);
-                    }
-                    match changes.disabled {
-                        Some(true) if row.disabled_at.is_none() => {
-                            row.disabled_at = Some(now);
-                            revoke = true;
-                        }
-                        Some(false) => row.disabled_at = None,
-                        _ => {}
-                    }
-                    row.last_modified = now;
-                    rows::update(conn, &row)?;
-                    if revoke {
-                        refresh_tokens::revoke_user(conn, row.id, now)?;
-                    }
-                    if changes.password.is_some() {
-                        // An administrator's password reset also lifts a lock.
-                        rows::set_login_state(conn, row.id, &rows::LoginRow::default())?;
-                    }
-                    audit::record(conn, now.0, &meta, event("user.update", Some(caller), id))?;
-                    Ok(())
-                })
-            })
-            .await
+        Ok((roles, hash))
     };
-    audit::or_failure(ctx, meta, event("user.update", Some(caller), id), attempt.await).await
+    let (roles, hash) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(e) => return audit::or_failure(ctx, meta, event, Err(e)).await,
+    };
+    let disabled = changes.disabled;
+    audit::audited_write(ctx, meta, event, move |conn, now, _| {
+        let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+        // A new password and disabling are security events: every refresh
+        // token of the user ends with them.
+        let mut revoke = false;
+        let new_password = hash.is_some();
+        if let Some(hash) = hash {
+            if row.kind != USER_KIND {
+                return Err(ServiceError::Invalid("a technical user has no password".into()));
+            }
+            row.password_hash = Some(hash);
+            revoke = true;
+        }
+        if let Some(roles) = roles {
+            row.system_roles = DbNames(roles);
+        }
+        match disabled {
+            Some(true) if row.disabled_at.is_none() => {
+                row.disabled_at = Some(now);
+                revoke = true;
+            }
+            Some(false) => row.disabled_at = None,
+            _ => {}
+        }
+        row.last_modified = now;
+        rows::update(conn, &row)?;
+        if revoke {
+            refresh_tokens::revoke_user(conn, row.id, now)?;
+        }
+        if new_password {
+            // An administrator's password reset also lifts a lock.
+            rows::set_login_state(conn, row.id, &rows::LoginRow::default())?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
-    let attempt = async {
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = ctx2.now();
-                    if !rows::delete(conn, DbUuid(id))? {
-                        return Err(ServiceError::NotFound("user"));
-                    }
-                    audit::record(conn, now, &meta, event("user.delete", Some(caller), id))?;
-                    Ok(())
-                })
-            })
-            .await
-    };
-    audit::or_failure(ctx, meta, event("user.delete", Some(caller), id), attempt.await).await
+    audit::audited_write(ctx, meta, event("user.delete", Some(caller), id), move |conn, _, _| {
+        if !rows::delete(conn, DbUuid(id))? {
+            return Err(ServiceError::NotFound("user"));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Issues a new secret for a technical user; the old one stops working.
@@ -278,29 +270,20 @@ pub async fn rotate_secret(
     caller: Caller,
     id: Uuid,
 ) -> Result<Secret, ServiceError> {
-    let attempt = async {
-        let secret = new_secret()?;
-        let digest = opaque::digest(secret.expose());
-        let (ctx2, meta) = (ctx.clone(), meta.clone());
-        ctx.store
-            .run(move |conn| {
-                store::transaction::<_, ServiceError, _>(conn, |conn| {
-                    let now = DbTime::from(ctx2.now());
-                    let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-                    if row.kind != TECHNICAL_KIND {
-                        return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
-                    }
-                    row.secret_digest = Some(digest.clone());
-                    row.last_modified = now;
-                    rows::update(conn, &row)?;
-                    audit::record(conn, now.0, &meta, event("user.secret_rotate", Some(caller), id))?;
-                    Ok(())
-                })
-            })
-            .await?;
-        Ok(secret)
-    };
-    audit::or_failure(ctx, meta, event("user.secret_rotate", Some(caller), id), attempt.await).await
+    let secret = new_secret()?;
+    let digest = opaque::digest(secret.expose());
+    audit::audited_write(ctx, meta, event("user.secret_rotate", Some(caller), id), move |conn, now, _| {
+        let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
+        if row.kind != TECHNICAL_KIND {
+            return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
+        }
+        row.secret_digest = Some(digest);
+        row.last_modified = now;
+        rows::update(conn, &row)?;
+        Ok(())
+    })
+    .await?;
+    Ok(secret)
 }
 
 /// At start: the bootstrap admin from the settings, or — with no settings and

@@ -53,8 +53,10 @@ fn is_transient(message: &str) -> bool {
     // "permission denied" and a full disk are the database refusing every
     // write (the audit insert first of all): the change rolls back and the
     // client is told to come back, not that it erred.
-    const TRANSIENT: [&str; 10] = [
+    const TRANSIENT: [&str; 12] = [
         "statement timeout",
+        "deadlock detected",
+        "could not serialize access",
         "database is locked",
         "server closed the connection",
         "terminating connection",

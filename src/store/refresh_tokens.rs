@@ -80,15 +80,19 @@ pub fn revoke_user_in_organisation(
     .execute(conn)
 }
 
-/// On PostgreSQL, locks every token of a family until the transaction ends,
-/// so a rotation and a revocation (or two rotations) of one family run one
-/// after the other: a revocation that follows a rotation sees, and revokes,
-/// the token that rotation created. SQLite has one writer already.
+/// On PostgreSQL, locks the family's first token — one row that every
+/// rotation and revocation of the family locks first — until the transaction
+/// ends. They then run one after the other, and a revocation that follows a
+/// rotation sees, and revokes, the token that rotation created. One lock
+/// row, always taken first, also means two of them can never deadlock.
+/// SQLite has one writer already.
 pub fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResult<()> {
     if let AnyConnection::Postgresql(pg) = conn {
         refresh_tokens::table
             .filter(refresh_tokens::family_id.eq(family))
+            .order((refresh_tokens::issued_at.asc(), refresh_tokens::id.asc()))
             .select(refresh_tokens::id)
+            .limit(1)
             .for_update()
             .load::<DbUuid>(pg)?;
     }

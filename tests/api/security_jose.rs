@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::both_backends;
 use crate::helpers::{ADMIN, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+use sts::tokens::validation::MAX_TOKEN_BYTES;
 
 /// How long any refusal may take. SECURITY.md asks for ≤ 10–50 ms on the
 /// release build; these are debug builds sharing two cores with other jobs,
@@ -757,14 +758,8 @@ both_backends! {
         let scope = TestApp::sign_with(&key, &header, &with(&claims, "scope", json!("s".repeat(1024 * 1024))));
         assert_too_large_or_refused(&app, &format!("Bearer {scope}"), "a 1 MB scope claim").await;
 
-        // Under the header limit, past the 4096-byte token limit, validly signed.
-        let over = (0..200)
-            .map(|n| TestApp::sign_with(&key, &header, &with(&claims, "pad", json!("p".repeat(3000 + n)))))
-            .find(|t| t.len() > 4096)
-            .expect("a token just over 4096 bytes");
-        // Deep nesting that fits in 4096 bytes: the parser's depth limit, not the size limit, must stop it.
-        let cases = vec![
-            (format!("a validly signed token of {} bytes", over.len()), over),
+        // Deep nesting that fits under the token cap: the parser's depth limit, not the size limit, must stop it.
+        let cases: Vec<(String, String)> = vec![
             ("aud as 1000-deep nested arrays, validly signed".into(), sign_raw(&key, &h, with_raw(&claims, "aud", &nested(1000)))),
             ("a header member of 1000-deep nested arrays".into(), sign_raw(&key, with_raw(&header, "x", &nested(1000)), &c)),
             ("4000 dots".into(), ".".repeat(4000)),
@@ -773,15 +768,16 @@ both_backends! {
         // An unknown claim is skipped without recursion; acceptance is fine, a crash is not.
         let canonical = canonical_me(&app, &TestApp::sign_with(&key, &header, &claims)).await;
         let skipped = sign_raw(&key, &h, with_raw(&claims, "nested", &nested(1000)));
-        assert!(skipped.len() <= 4096);
+        assert!(skipped.len() <= MAX_TOKEN_BYTES);
         let case = "an unknown claim of 1000-deep arrays";
         assert_decision(&app, format!("Bearer {skipped}").as_bytes(), &canonical, Decision::Either, case).await;
         let live = app.client.get(app.url("/health/live")).send().await.expect("alive");
         assert_eq!(live.status(), StatusCode::OK);
 
         // The same giants past a header limit raised to 120 KiB: now the
-        // verifier's own 4096-byte guard must answer, with the generic 401,
-        // before any base64 or JSON work.
+        // verifier's own size guard (MAX_TOKEN_BYTES) must answer, with the
+        // generic 401, before any base64 or JSON work — also for a token
+        // whose signature is valid.
         let backend = match *app.db {
             TestDb::Postgres { .. } => Backend::Postgres,
             TestDb::Sqlite { .. } => Backend::Sqlite,
@@ -790,7 +786,13 @@ both_backends! {
         let (header, claims) = roomy.admin_parts().await;
         let key = control(&roomy, &header, &claims).await;
         let deep = sign_raw(&key, header.to_string(), with_raw(&claims, "nested", &nested(10_000)));
+        let over = (0..400)
+            .map(|n| TestApp::sign_with(&key, &header, &with(&claims, "pad", json!("p".repeat(6000 + 4 * n)))))
+            .find(|t| t.len() > MAX_TOKEN_BYTES)
+            .expect("a token just over the cap");
+        let over_case = format!("a validly signed token of {} bytes", over.len());
         let cases = vec![
+            (over_case.as_str(), over),
             ("a token of 64 KB", "A".repeat(64 * 1024)),
             ("100 000 dots", ".".repeat(100_000)),
             ("claims with 10 000-deep nested arrays, validly signed", deep),
