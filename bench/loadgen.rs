@@ -9,14 +9,16 @@
 //! ```text
 //! loadgen setup  --base URL --admin NAME --admin-password PW --out FILE [--env FILE] [--orgs N]
 //! loadgen run    --setup FILE --op OP --conc C --secs S [--rate R] [--pid PID] [--url URL]
-//!                [--count N] [--reset-stats POSTGRES_URL]
+//!                [--count N] [--reset-stats POSTGRES_URL] [--families F --chain K]
 //! loadgen argon2 --threads T --secs S --m KIB --t ITER --p LANES
 //! loadgen rss    --pid PID
 //! loadgen fetch  --url URL [--out FILE] [--secs S]
 //! ```
 //!
 //! OP is `refresh` (each lane logs in once, then chains the rotating refresh
-//! token every response returns), `client` (client_credentials), `password`
+//! token every response returns; with `--families F --chain K` it logs in F
+//! times and moves to the next family after K grants, so that a run's
+//! chains stay as long as a real login's, see bench/README.md), `client` (client_credentials), `password`
 //! (a successful password grant), `jwks` (GET `--url`), or `org` (create an
 //! organisation with the admin token). Without `--rate` the run is
 //! closed-loop with `--conc` lanes; with `--rate` requests start at a fixed
@@ -215,6 +217,9 @@ struct Lane {
     id: usize,
     refresh_token: Option<String>,
     sent: u64,
+    /// Starting tokens of further families (see `--chain`).
+    spare: Vec<String>,
+    chained: u64,
 }
 
 struct Target {
@@ -224,6 +229,8 @@ struct Target {
     token_url: String,
     url: String,
     run_id: u128,
+    /// Grants per family before a lane moves to its next family.
+    chain: u64,
 }
 
 impl Target {
@@ -237,9 +244,12 @@ impl Target {
         expect_status(self.client.post(&self.token_url).form(&form).send().await?, 200, "password grant").await
     }
 
-    async fn prepare(&self, lane: &mut Lane) -> Res<()> {
+    async fn prepare(&self, lane: &mut Lane, families: usize) -> Res<()> {
         if self.op == Op::Refresh {
-            lane.refresh_token = Some(text(&self.password_login().await?, "refresh_token")?);
+            for _ in 0..families.max(1) {
+                lane.spare.push(text(&self.password_login().await?, "refresh_token")?);
+            }
+            lane.refresh_token = lane.spare.pop();
         }
         Ok(())
     }
@@ -249,6 +259,11 @@ impl Target {
         lane.sent += 1;
         match self.op {
             Op::Refresh => {
+                if lane.chained >= self.chain && !lane.spare.is_empty() {
+                    lane.refresh_token = lane.spare.pop();
+                    lane.chained = 0;
+                }
+                lane.chained += 1;
                 let token = lane.refresh_token.take().ok_or("lane has no refresh token (an earlier grant failed)")?;
                 let form = [("grant_type", "refresh_token"), ("refresh_token", token.as_str())];
                 let body =
@@ -339,13 +354,16 @@ async fn run(args: &HashMap<String, String>) -> Res<()> {
         url,
         run_id: u128::from(std::process::id()) << 64
             | u128::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos()),
+        chain: arg(args, "chain", Some(u64::MAX))?,
     });
 
-    // Lanes log in (refresh) before the clock starts.
+    // Lanes log in (refresh) before the clock starts, one at a time: parallel
+    // logins to one account would trip its throttle.
+    let families: usize = arg(args, "families", Some(1))?;
     let mut lanes = Vec::with_capacity(conc);
     for id in 0..conc {
-        let mut lane = Lane { id, refresh_token: None, sent: 0 };
-        target.prepare(&mut lane).await?;
+        let mut lane = Lane { id, refresh_token: None, sent: 0, spare: Vec::new(), chained: 0 };
+        target.prepare(&mut lane, families).await?;
         lanes.push(lane);
     }
 

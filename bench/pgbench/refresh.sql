@@ -5,11 +5,15 @@
 -- what sts sends (bench/run compares the counts with pg_stat_statements);
 -- the service makes ids and times itself, here the server does
 -- (gen_random_uuid(), now()), and constant strings are literals.
--- Variables: seed, org, started=0 (set with -D).
-\if :started = 0
-SELECT 'pgbench-seed-' || :seed || '-' || :client_id AS digest \gset
-\set started 1
+-- Like the load generator's lanes, a client moves to a fresh family (the
+-- next seed row) every `chain` grants, so chains stay as long as a real
+-- login's (bench/README.md); that lookup is not part of a grant.
+-- Variables: seed, org, k=0, chain, families (set with -D).
+\if :k % :chain = 0
+\set family least(:k / :chain, :families - 1)
+SELECT 'pgbench-seed-' || :seed || '-' || :client_id || '-' || :family AS digest \gset
 \endif
+\set k :k + 1
 \set next random(1, 9223372036854775806)
 -- r2d2 tests each pooled connection on check-out (test_on_check_out).
 SELECT 1;
