@@ -80,21 +80,17 @@ pub fn revoke_user_in_organisation(
     .execute(conn)
 }
 
-/// On PostgreSQL, locks the family's first token — one row that every
-/// rotation and revocation of the family locks first — until the transaction
-/// ends. They then run one after the other, and a revocation that follows a
-/// rotation sees, and revokes, the token that rotation created. One lock
-/// row, always taken first, also means two of them can never deadlock.
-/// SQLite has one writer already.
+/// On PostgreSQL, locks the family's first token — its id is the family id,
+/// so every rotation and revocation of the family locks the same row first —
+/// until the transaction ends. They then run one after the other: a
+/// revocation that follows a rotation sees, and revokes, the token that
+/// rotation created. One lock row, always the same and always taken first,
+/// means two of them cannot deadlock. (Choosing "the oldest token" instead
+/// is not stable: tokens issued in the same microsecond tie.) SQLite has one
+/// writer already.
 pub fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResult<()> {
     if let AnyConnection::Postgresql(pg) = conn {
-        refresh_tokens::table
-            .filter(refresh_tokens::family_id.eq(family))
-            .order((refresh_tokens::issued_at.asc(), refresh_tokens::id.asc()))
-            .select(refresh_tokens::id)
-            .limit(1)
-            .for_update()
-            .load::<DbUuid>(pg)?;
+        refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(pg)?;
     }
     Ok(())
 }

@@ -157,6 +157,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
+        // Warnings of the application (why a request got 503, ...) go to the
+        // test's captured output, shown when the test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .try_init();
         let db = tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create db");
         let keys = Arc::new(tempfile::tempdir().expect("tempdir"));
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));

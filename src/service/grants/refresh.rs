@@ -23,12 +23,13 @@ fn secs(value: u64) -> Duration {
     Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
-/// Stores a new token of `family` and returns the secret, shown only now.
+/// Stores a new token of `family` (with id `id`) and returns the secret,
+/// shown only now.
 fn store_token(
     conn: &mut AnyConnection,
     config: &Config,
     now: DateTime<Utc>,
-    family: (Uuid, DateTime<Utc>),
+    (id, family): (Uuid, (Uuid, DateTime<Utc>)),
     user: Uuid,
     organisation: Option<Uuid>,
 ) -> Result<Secret, GrantError> {
@@ -38,7 +39,7 @@ fn store_token(
     refresh_tokens::insert(
         conn,
         &RefreshTokenRow {
-            id: DbUuid(Uuid::new_v4()),
+            id: DbUuid(id),
             digest: opaque::digest(secret.expose()),
             family_id: DbUuid(family_id),
             user_id: DbUuid(user),
@@ -62,7 +63,9 @@ pub(super) fn new_family(
     organisation: Option<Uuid>,
 ) -> Result<Secret, GrantError> {
     let family = (Uuid::new_v4(), now + secs(config.settings.tokens.refresh_family_ttl_secs));
-    store_token(conn, config, now, family, user, organisation)
+    // The family's first token carries the family id: the row every later
+    // use of the family locks first (`refresh_tokens::lock_family`).
+    store_token(conn, config, now, (family.0, family), user, organisation)
 }
 
 pub async fn refresh(
@@ -129,7 +132,7 @@ pub async fn refresh(
                 }
                 let user = row.user_id.0;
                 let family = (row.family_id.0, row.family_expires_at.0);
-                let refresh_token = store_token(conn, &ctx2.config, now, family, user, organisation)?;
+                let refresh_token = store_token(conn, &ctx2.config, now, (Uuid::new_v4(), family), user, organisation)?;
                 let (access_token, expires_in) =
                     Mint::new(&ctx2, now).sign(user, organisation, &authorised.permissions, None, None)?;
                 record(conn, Outcome::Success, Some(&row), None)?;
