@@ -19,7 +19,7 @@ SELECT 'pgbench-seed-' || :seed || '-' || :client_id || '-' || :family AS digest
 SELECT 1;
 BEGIN;
 SELECT "refresh_tokens"."id", "refresh_tokens"."digest", "refresh_tokens"."family_id", "refresh_tokens"."user_id", "refresh_tokens"."organisation_id", "refresh_tokens"."issued_at", "refresh_tokens"."expires_at", "refresh_tokens"."family_expires_at", "refresh_tokens"."consumed_at", "refresh_tokens"."revoked_at" FROM "refresh_tokens" WHERE ("refresh_tokens"."digest" = :digest) LIMIT 1 \gset r_
-SELECT "refresh_tokens"."id" FROM "refresh_tokens" WHERE ("refresh_tokens"."family_id" = :r_family_id) FOR UPDATE;
+SELECT "refresh_tokens"."id" FROM "refresh_tokens" WHERE ("refresh_tokens"."id" = :r_family_id) FOR UPDATE;
 SELECT "refresh_tokens"."id", "refresh_tokens"."digest", "refresh_tokens"."family_id", "refresh_tokens"."user_id", "refresh_tokens"."organisation_id", "refresh_tokens"."issued_at", "refresh_tokens"."expires_at", "refresh_tokens"."family_expires_at", "refresh_tokens"."consumed_at", "refresh_tokens"."revoked_at" FROM "refresh_tokens" WHERE ("refresh_tokens"."digest" = :digest) LIMIT 1;
 SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at", "users"."failed_logins", "users"."last_failed_at", "users"."throttled_until" FROM "users" WHERE ("users"."id" = :r_user_id) LIMIT 1;
 SELECT "organisations"."id" FROM "organisations" WHERE ("organisations"."id" = :org) FOR SHARE;
