@@ -391,6 +391,23 @@ impl Drop for TestApp {
     }
 }
 
+/// What the published role mapping (`GET /api/sts/role/v1`) says a user
+/// with `system_roles` holds in an organisation with `org_roles`: the
+/// intersection of the two unions, sorted.
+pub fn intersection_from_mapping(roles: &Value, system_roles: &[&str], org_roles: &[&str]) -> Vec<String> {
+    let union = |map: &Value, names: &[&str]| -> std::collections::BTreeSet<String> {
+        names
+            .iter()
+            .flat_map(|n| map[*n].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    union(&roles["systemRoles"], system_roles)
+        .intersection(&union(&roles["organisationRoles"], org_roles))
+        .cloned()
+        .collect()
+}
+
 pub fn password_of(username: &str) -> String {
     format!("{username}-password-that-is-long")
 }

@@ -1,8 +1,6 @@
 //! The token endpoint: four grants, refresh rotation and reuse, revocation,
 //! and the rules Core applies to what we issue.
 
-use std::collections::BTreeSet;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -17,16 +15,7 @@ const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// organisation with `org_roles`, computed from `GET /api/sts/role/v1`.
 async fn expected(app: &TestApp, token: &str, system_roles: &[&str], org_roles: &[&str]) -> Vec<String> {
     let roles: Value = app.get("/api/sts/role/v1", token).await.json().await.expect("json");
-    let union = |map: &Value, names: &[&str]| -> BTreeSet<String> {
-        names
-            .iter()
-            .flat_map(|n| map[*n].as_array().cloned().unwrap_or_default())
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect()
-    };
-    let user = union(&roles["systemRoles"], system_roles);
-    let ceiling = union(&roles["organisationRoles"], org_roles);
-    user.intersection(&ceiling).cloned().collect()
+    crate::helpers::intersection_from_mapping(&roles, system_roles, org_roles)
 }
 
 async fn error_of(response: reqwest::Response) -> (StatusCode, String) {

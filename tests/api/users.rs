@@ -1,8 +1,6 @@
 //! Users, technical users, roles, `me`, and the HTTP property test of the
 //! permission policy.
 
-use std::collections::BTreeSet;
-
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use reqwest::StatusCode;
@@ -87,13 +85,6 @@ async fn permission_policy_holds_over_http(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let roles: Value = app.get("/api/sts/role/v1", &admin).await.json().await.expect("json");
-    let union = |map: &Value, names: &[&str]| -> BTreeSet<String> {
-        names
-            .iter()
-            .flat_map(|n| map[*n].as_array().cloned().unwrap_or_default())
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect()
-    };
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 12, ..ProptestConfig::default() });
     let cases: Vec<(u8, u8)> =
         (0..12).map(|_| (any::<u8>(), 1u8..128).new_tree(&mut runner).expect("strategy").current()).collect();
@@ -118,10 +109,7 @@ async fn permission_policy_holds_over_http(backend: Backend) {
             .as_str()
             .expect("at")
             .to_owned();
-        let expected: Vec<String> = union(&roles["systemRoles"], &system)
-            .intersection(&union(&roles["organisationRoles"], &org_roles))
-            .cloned()
-            .collect();
+        let expected = crate::helpers::intersection_from_mapping(&roles, &system, &org_roles);
         assert_eq!(permissions(&token), expected, "system {system:?} × organisation {org_roles:?}");
     }
 }
