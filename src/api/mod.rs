@@ -117,7 +117,7 @@ route_table! {
 
 /// Installs the route table and the extractor settings.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()));
+    // Path ids are judged by `Ids`, after authentication.
     register(cfg);
     cfg.default_service(web::to(not_found));
 }

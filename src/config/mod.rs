@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
@@ -263,14 +262,6 @@ fn key_timing(settings: &Settings) -> Timing {
 impl Config {
     pub fn key_timing(&self) -> Timing {
         key_timing(&self.settings)
-    }
-
-    pub fn access_ttl(&self) -> Duration {
-        Duration::from_secs(self.settings.tokens.access_ttl_secs)
-    }
-
-    pub fn leeway(&self) -> Duration {
-        Duration::from_secs(self.settings.tokens.leeway_secs)
     }
 }
 

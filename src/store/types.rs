@@ -65,8 +65,8 @@ impl From<DateTime<Utc>> for DbTime {
 
 const SQLITE_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
-/// Formats a time the way SQLite columns store it (for raw SQL comparisons).
-pub fn sqlite_time_text(time: DateTime<Utc>) -> String {
+/// Formats a time the way SQLite columns store it.
+fn sqlite_time_text(time: DateTime<Utc>) -> String {
     time.format(SQLITE_TIME_FORMAT).to_string()
 }
 

@@ -158,11 +158,6 @@ impl KeyRing {
         self.keys.get(self.signer).map_or("", |k| k.kid.as_str())
     }
 
-    /// The kids of the published set, in JWKS order.
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|k| k.kid.as_str())
-    }
-
     /// Signs claims as a compact JWS with `alg: EdDSA`, `typ: at+jwt`, `kid`.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
         let key = self.keys.get(self.signer).ok_or(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)?;
