@@ -108,24 +108,41 @@ impl ConnectionSettings {
     }
 }
 
+/// A pooled connection, and whether its last use ended in an error.
+///
+/// The pool does not test a connection before handing it out (r2d2's
+/// `test_on_check_out` costs a `SELECT 1` round trip on every use, one in
+/// eight of a refresh grant's). Instead a connection whose work failed is
+/// pinged when it comes back, and a dead one is dropped then: after the
+/// database restarts, each stale connection fails one request (503) and
+/// leaves the pool, rather than failing every request it serves.
+pub struct Pooled {
+    pub(super) conn: AnyConnection,
+    pub(super) suspect: bool,
+}
+
 /// r2d2 manager that picks the backend from the parsed URL instead of letting
 /// each backend try the string (SQLite would accept any string as a path).
 #[derive(Debug)]
 pub struct Manager(pub ConnectionSettings);
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = AnyConnection;
+    type Connection = Pooled;
     type Error = diesel::r2d2::Error;
 
-    fn connect(&self) -> Result<AnyConnection, Self::Error> {
-        self.0.establish().map_err(diesel::r2d2::Error::ConnectionError)
+    fn connect(&self) -> Result<Pooled, Self::Error> {
+        let conn = self.0.establish().map_err(diesel::r2d2::Error::ConnectionError)?;
+        Ok(Pooled { conn, suspect: false })
     }
 
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), Self::Error> {
+        pooled.conn.ping().map_err(diesel::r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        conn.is_broken()
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        if pooled.conn.is_broken() {
+            return true;
+        }
+        std::mem::take(&mut pooled.suspect) && pooled.conn.ping().is_err()
     }
 }

@@ -107,7 +107,7 @@ impl Store {
             .max_size(max_size)
             .min_idle(Some(0))
             .connection_timeout(pool.acquire_timeout)
-            .test_on_check_out(true)
+            .test_on_check_out(false)
             .error_handler(Box::new(TracingErrorHandler))
             .build_unchecked(connection::Manager(settings));
         Self { pool, url, schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)) }
@@ -140,8 +140,11 @@ impl Store {
         let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                let mut conn = pool.get().map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
-                work(&mut conn)
+                let mut pooled = pool.get().map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
+                let result = work(&mut pooled.conn);
+                // Checked when it returns to the pool (`Manager::has_broken`).
+                pooled.suspect = result.is_err();
+                result
             })
         })
         .await;
