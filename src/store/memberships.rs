@@ -27,20 +27,36 @@ pub fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> Q
     diesel::delete(memberships::table.find((organisation, user))).execute(conn).map(|n| n == 1)
 }
 
-/// The organisation, if `user` is a member of it: membership, existence and
-/// state in one query, for the grant choke point.
-pub fn organisation_of_member(
+/// The user and the organisation, if `user` is a member of it: user,
+/// membership, existence and state in one query, for the grant choke point.
+///
+/// On PostgreSQL the three rows are share-locked until the grant's
+/// transaction ends, so a concurrent disable, member removal, deactivation
+/// or delete waits for the grant and then revokes the refresh token it
+/// issued (its statement starts after the grant committed and sees it). A
+/// grant takes these locks before any refresh-token lock, and every admin
+/// write locks its row before it revokes tokens: one order, no deadlock.
+/// SQLite's single writer serialises them already.
+pub fn member_for_grant(
     conn: &mut AnyConnection,
     organisation: DbUuid,
     user: DbUuid,
-) -> QueryResult<Option<OrganisationRow>> {
-    memberships::table
-        .inner_join(organisations::table)
-        .filter(memberships::organisation_id.eq(organisation))
-        .filter(memberships::user_id.eq(user))
-        .select(OrganisationRow::as_select())
-        .first(conn)
-        .optional()
+) -> QueryResult<Option<(UserRow, OrganisationRow)>> {
+    // A macro, not a value: `as_select` is typed per backend.
+    macro_rules! query {
+        () => {
+            memberships::table
+                .inner_join(users::table)
+                .inner_join(organisations::table)
+                .filter(memberships::organisation_id.eq(organisation))
+                .filter(memberships::user_id.eq(user))
+                .select((UserRow::as_select(), OrganisationRow::as_select()))
+        };
+    }
+    match conn {
+        AnyConnection::Postgresql(pg) => query!().for_share().first(pg).optional(),
+        AnyConnection::Sqlite(sqlite) => query!().first(sqlite).optional(),
+    }
 }
 
 /// Every organisation `user` belongs to, by name.

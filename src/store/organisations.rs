@@ -112,15 +112,3 @@ pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<Organis
     let rows = query.select(OrganisationRow::as_select()).limit(q.page_size).offset(q.page * q.page_size).load(conn)?;
     Ok((rows, total))
 }
-
-/// On PostgreSQL, takes a share lock on the organisation row until the
-/// grant's transaction ends: a concurrent delete or deactivation waits for
-/// the grant, and a grant that starts after it sees the new state. So once
-/// a deactivating PATCH or a DELETE has returned, no grant that raced it can
-/// still hand out a token. SQLite's single writer serialises them already.
-pub fn lock_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<()> {
-    if let AnyConnection::Postgresql(pg) = conn {
-        organisations::table.find(id).select(organisations::id).for_share().load::<DbUuid>(pg)?;
-    }
-    Ok(())
-}

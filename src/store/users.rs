@@ -40,6 +40,17 @@ pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>
     users::table.find(id).select(UserRow::as_select()).first(conn).optional()
 }
 
+/// The user, share-locked on PostgreSQL until the transaction ends (see
+/// `memberships::member_for_grant`), for a grant without an organisation.
+pub fn find_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            users::table.find(id).select(UserRow::as_select()).for_share().first(pg).optional()
+        }
+        AnyConnection::Sqlite(sqlite) => users::table.find(id).select(UserRow::as_select()).first(sqlite).optional(),
+    }
+}
+
 pub fn find_by_username(conn: &mut AnyConnection, username_key: &str) -> QueryResult<Option<UserRow>> {
     users::table.filter(users::username_key.eq(username_key)).select(UserRow::as_select()).first(conn).optional()
 }

@@ -115,6 +115,49 @@ both_backends! {
         assert!(!app.audit(&admin, &format!("organisationId={org}")).await.is_empty(), "the audit trail stays");
     }
 
+    async fn disabling_or_removing_under_load_ends_every_session_even_after_reinstatement(app) {
+        // A refresh racing the admin change must not leave a token that the
+        // change missed: it would come back to life once the user is enabled
+        // again, or made a member again.
+        let admin = app.admin_token().await;
+        let org = app.create_org(&admin, "Racing", &["HOLDER"]).await;
+        let user = app.create_user(&admin, "racer", &["WALLET_USER"]).await;
+        app.add_member(&admin, org, user).await;
+        let password = password_of("racer");
+        let disable = |disabled: bool| json!({"disabled": disabled});
+        for round in 0..4 {
+            let mut rts = Vec::new();
+            for _ in 0..20 {
+                rts.push(app.login("racer", &password, Some(org)).await["refresh_token"].as_str().expect("rt").to_owned());
+            }
+            let racing = rts.into_iter().map(|rt| {
+                let (client, url) = (app.client.clone(), app.url("/api/sts/token/v1"));
+                tokio::spawn(async move {
+                    client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).send().await.expect("request").json::<Value>().await.expect("json")
+                })
+            }).collect::<Vec<_>>();
+            let removing = round % 2 == 1;
+            let ended = if removing {
+                app.delete(&format!("/api/sts/organisation/v1/{org}/member/{user}"), &admin).await
+            } else {
+                app.patch_json(&format!("/api/sts/user/v1/{user}"), &admin, &disable(true)).await
+            };
+            assert_eq!(ended.status(), StatusCode::NO_CONTENT, "round {round}");
+            let minted: Vec<String> = futures_util::future::join_all(racing).await.into_iter()
+                .filter_map(|answer| answer.expect("task")["refresh_token"].as_str().map(str::to_owned)).collect();
+            if removing {
+                app.add_member(&admin, org, user).await;
+            } else {
+                let enabled = app.patch_json(&format!("/api/sts/user/v1/{user}"), &admin, &disable(false)).await;
+                assert_eq!(enabled.status(), StatusCode::NO_CONTENT);
+            }
+            for rt in minted {
+                let after = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).await;
+                assert_eq!(after.status(), StatusCode::BAD_REQUEST, "round {round}: a token minted in the race stays dead after reinstatement");
+            }
+        }
+    }
+
     async fn case_39_40_odd_payloads_are_refused_whole(app) {
         let admin = app.admin_token().await;
         let org = app.create_org(&admin, "Existing", &["HOLDER"]).await;

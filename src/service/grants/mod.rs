@@ -51,14 +51,27 @@ pub struct Authorised {
 /// The choke point: the user exists and is active; for an organisation, it
 /// exists, is active and the user is a member. Returns the permissions the
 /// token carries, or the reason (for the audit log) why there is no token.
+///
+/// One query reads (and on PostgreSQL share-locks) the user, the membership
+/// and the organisation; call it before taking any refresh-token lock (the
+/// lock order is explained at `memberships::member_for_grant`).
 pub fn authorise(
     conn: &mut AnyConnection,
     roles: &RoleCatalog,
     user: Uuid,
     organisation: Option<Uuid>,
 ) -> Result<Result<Authorised, String>, GrantError> {
-    let Some(user) = users::find(conn, DbUuid(user))? else {
-        return Ok(Err("unknown user".into()));
+    let (user, organisation) = match organisation {
+        None => match users::find_for_grant(conn, DbUuid(user))? {
+            Some(user) => (user, None),
+            None => return Ok(Err("unknown user".into())),
+        },
+        Some(id) => match memberships::member_for_grant(conn, DbUuid(id), DbUuid(user))? {
+            Some((user, organisation)) => (user, Some(organisation)),
+            // The slow path only tells the audit log which one it was.
+            None if users::find(conn, DbUuid(user))?.is_none() => return Ok(Err("unknown user".into())),
+            None => return Ok(Err("not a member of the organisation, or no such organisation".into())),
+        },
     };
     if user.disabled_at.is_some() {
         return Ok(Err("user disabled".into()));
@@ -66,16 +79,8 @@ pub fn authorise(
     let user_permissions = roles.user_permissions(&user.system_roles.0);
     let permissions = match organisation {
         None => system_token_permissions(&user_permissions),
-        Some(id) => {
-            organisations::lock_for_grant(conn, DbUuid(id))?;
-            let Some(org) = memberships::organisation_of_member(conn, DbUuid(id), user.id)? else {
-                return Ok(Err("not a member of the organisation, or no such organisation".into()));
-            };
-            if org.deactivated_at.is_some() {
-                return Ok(Err("organisation deactivated".into()));
-            }
-            organisation_token_permissions(&user_permissions, &ceiling_of(roles, &org.roles.0))
-        }
+        Some(org) if org.deactivated_at.is_some() => return Ok(Err("organisation deactivated".into())),
+        Some(org) => organisation_token_permissions(&user_permissions, &ceiling_of(roles, &org.roles.0)),
     };
     Ok(Ok(Authorised { user, permissions }))
 }

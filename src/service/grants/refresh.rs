@@ -92,14 +92,12 @@ pub async fn refresh(
                     }
                     audit::record(conn, now, &meta, event)
                 };
-                let Some(found) = refresh_tokens::find_by_digest(conn, &digest)? else {
+                let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? else {
                     record(conn, Outcome::Failure, None, Some("unknown refresh token"))?;
                     return Ok(Err("unknown refresh token".to_owned()));
                 };
-                // Serialise with any other use or revocation of the family,
-                // then decide on the token's state as it is now.
-                refresh_tokens::lock_family(conn, found.family_id)?;
-                let row = refresh_tokens::find_by_digest(conn, &digest)?.unwrap_or(found);
+                // Revoked, expired and used never turn back: this read decides
+                // them; the conditional update below decides any race.
                 if row.revoked_at.is_some() {
                     record(conn, Outcome::Failure, Some(&row), Some("revoked refresh token"))?;
                     return Ok(Err("revoked refresh token".into()));
@@ -109,6 +107,7 @@ pub async fn refresh(
                     return Ok(Err("expired refresh token".into()));
                 }
                 let replay = |conn: &mut AnyConnection, row: &RefreshTokenRow| {
+                    refresh_tokens::lock_family(conn, row.family_id)?;
                     refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now))?;
                     let reason = "refresh token reused: family revoked";
                     record(conn, Outcome::Denied, Some(row), Some(reason))?;
@@ -125,10 +124,18 @@ pub async fn refresh(
                         return Ok(Err(reason));
                     }
                 };
-                // The conditional update decides the race: one winner, and
-                // every other use of this token is a replay.
+                // Serialise with every other use and revocation of the family
+                // (so a revocation after us sees the token we add), then let
+                // the conditional update pick one winner.
+                refresh_tokens::lock_family(conn, row.family_id)?;
                 if !refresh_tokens::consume(conn, row.id, DbTime::from(now))? {
-                    return replay(conn, &row);
+                    // Used or revoked since the read above: the slow path.
+                    let current = refresh_tokens::find_by_digest(conn, &digest)?.unwrap_or_else(|| row.clone());
+                    if current.revoked_at.is_some() {
+                        record(conn, Outcome::Failure, Some(&current), Some("revoked refresh token"))?;
+                        return Ok(Err("revoked refresh token".into()));
+                    }
+                    return replay(conn, &current);
                 }
                 let user = row.user_id.0;
                 let family = (row.family_id.0, row.family_expires_at.0);
