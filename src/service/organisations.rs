@@ -14,7 +14,7 @@ use crate::domain::permissions::explain;
 use crate::store::organisations::{self as rows, OrganisationRow};
 pub use crate::store::organisations::{ListQuery, SortBy};
 use crate::store::types::{DbNames, DbUuid};
-use crate::store::{memberships, users};
+use crate::store::{StoreError, memberships, users};
 
 /// Who performs an admin action: the token's `sub`, and `act.sub` if any.
 #[derive(Debug, Clone, Copy)]
@@ -78,12 +78,6 @@ pub async fn create(
     audit::audited_write(ctx, meta, event("organisation.create", caller, id), move |conn, now, _| {
         let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
         let roles = role_names(&roles)?;
-        if rows::exists(conn, DbUuid(id))? {
-            return Err(ServiceError::Conflict("an organisation with this id exists".into()));
-        }
-        if rows::name_taken(conn, &name.key, None)? {
-            return Err(ServiceError::Conflict("an organisation with this name exists".into()));
-        }
         let row = OrganisationRow {
             id: DbUuid(id),
             name: name.display,
@@ -93,9 +87,15 @@ pub async fn create(
             last_modified: now,
             deactivated_at: None,
         };
-        // A concurrent create of the same name loses on the unique index,
-        // which the store reports as a conflict.
-        rows::insert(conn, &row)?;
+        // The unique indexes decide, in the same statement as the insert: no
+        // read before it, and a concurrent create of the same name loses.
+        rows::insert(conn, &row).map_err(|error| match StoreError::from(error) {
+            StoreError::Conflict(index) if index.contains("name_key") => {
+                ServiceError::Conflict("an organisation with this name exists".into())
+            }
+            StoreError::Conflict(_) => ServiceError::Conflict("an organisation with this id exists".into()),
+            other => other.into(),
+        })?;
         Ok(id)
     })
     .await
