@@ -6,14 +6,10 @@
 -- constant strings are literals. Variables: run, admin (set with -D).
 \set n random(1, 9223372036854775806)
 -- The bearer token's user is looked up first, on a connection of its own
--- (src/api/auth.rs); r2d2 tests each pooled connection on check-out
--- (test_on_check_out), so each of the two check-outs sends SELECT 1.
-SELECT 1;
+-- (src/api/auth.rs: is the caller still active?).
 SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at", "users"."failed_logins", "users"."last_failed_at", "users"."throttled_until" FROM "users" WHERE ("users"."id" = :admin) LIMIT 1;
-SELECT 1;
 BEGIN;
-SELECT EXISTS (SELECT "organisations"."id", "organisations"."name", "organisations"."name_key", "organisations"."roles", "organisations"."created_at", "organisations"."last_modified", "organisations"."deactivated_at" FROM "organisations" WHERE ("organisations"."id" = md5(:run || '-' || :n)::uuid));
-SELECT COUNT(*) FROM "organisations" WHERE ("organisations"."name_key" = 'pgbench-' || :run || '-' || :n);
+-- The unique indexes on id and name decide conflicts in the insert itself.
 INSERT INTO "organisations" ("id", "name", "name_key", "roles", "created_at", "last_modified", "deactivated_at") VALUES (md5(:run || '-' || :n)::uuid, 'pgbench-' || :run || '-' || :n, 'pgbench-' || :run || '-' || :n, '["ISSUER"]', now(), now(), DEFAULT);
 INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES (gen_random_uuid(), now(), 'organisation.create', 'SUCCESS', '00000000-0000-0000-0000-000000000001', 'admin', md5(:run || '-' || :n)::uuid, md5(:run || '-' || :n)::uuid::text, 'f5b0c4d2-2f0e-4a5e-9c1e-000000000000', '127.0.0.1', DEFAULT);
 COMMIT;
