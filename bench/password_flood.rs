@@ -8,7 +8,11 @@
 //! account's throttle must let only its free failures reach a real
 //! comparison.
 //!
-//! `cargo run --release --example password_flood -- [N]` (default 200)
+//! With `settle`, it then waits until hashing has been quiet for
+//! `RELEASE_AFTER` and reports what the process holds at rest again (the
+//! argon2 buffers are freed then).
+//!
+//! `cargo run --release --example password_flood -- [N] [settle]` (default 200)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +22,7 @@ use sts::app::Application;
 use sts::clock::SystemClock;
 use sts::config::Settings;
 use sts::secret::Secret;
+use sts::service::passwords::RELEASE_AFTER;
 
 fn resident_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -30,6 +35,7 @@ fn resident_kib() -> u64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(200);
+    let settle = std::env::args().nth(2).is_some_and(|a| a == "settle");
     let dir = tempfile::tempdir()?;
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
@@ -93,5 +99,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         budget as f64 / 1024.0,
         peak.saturating_sub(baseline) as f64 / budget as f64
     );
+    if settle {
+        tokio::time::sleep(RELEASE_AFTER + Duration::from_secs(6)).await;
+        println!(
+            "after {} s without a hash: resident {:.1} MiB ({} argon2 buffers held)",
+            (RELEASE_AFTER + Duration::from_secs(6)).as_secs(),
+            resident_kib() as f64 / 1024.0,
+            ctx.passwords.buffers_held()
+        );
+    }
     Ok(())
 }

@@ -164,6 +164,7 @@ impl Application {
         }
         crate::service::audit::spawn_retention(ctx.clone());
         crate::service::keys::spawn_maintenance(ctx.clone());
+        ctx.passwords.spawn_release();
 
         let server_settings = &ctx.config.settings.server;
         let grace = Duration::from_secs(server_settings.shutdown_grace_secs);

@@ -2,13 +2,15 @@
 //! hashing thread: a flood of logins waits (then gets 503) instead of
 //! starving refresh grants, JWKS and health of CPU and memory.
 //!
-//! Each permit owns an argon2 memory buffer allocated once at start, so the
-//! memory spent on hashing is exactly `threads × m_cost`, whatever the load:
-//! allocating 19 MiB per hash lets the allocator keep freed blocks in
-//! per-thread arenas, and a flood then grows the process by gigabytes.
+//! argon2 memory buffers are pooled: at most one per permit exists, so the
+//! memory spent on hashing is at most `threads × m_cost`, whatever the load
+//! (allocating 19 MiB per hash let glibc keep freed blocks in per-thread
+//! arenas, and a flood grew the process by gigabytes). A buffer is allocated
+//! at the first hash that needs it and released once hashing has been idle
+//! for a while, so an idle service does not hold them.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -23,6 +25,11 @@ use crate::secret::Secret;
 const MAX_MEMORY_KIB: u32 = 512 * 1024;
 const MAX_ITERATIONS: u32 = 10;
 const MAX_PARALLELISM: u32 = 16;
+
+/// How long hashing must be idle before its buffers are freed: long enough
+/// that a steady trickle of logins reuses them, short enough that a service
+/// at rest holds none.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct PasswordPolicy {
@@ -56,8 +63,8 @@ pub struct Verified {
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
-    /// One argon2 memory buffer per permit; a permit holder takes one.
-    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// argon2 buffers; a permit holder takes one.
+    memory: Arc<Memory>,
     queue_timeout: Duration,
     /// Verified against when the user does not exist, so that an unknown
     /// user costs the same time as a wrong password.
@@ -78,22 +85,62 @@ fn internal(what: &str, error: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(anyhow::anyhow!("{what}: {error}"))
 }
 
-/// Runs `work` with an argon2 buffer of at least `blocks` blocks: a pooled
-/// one, or (for a legacy hash with larger parameters) a temporary one.
-fn with_memory<T>(buffers: &Mutex<Vec<Vec<Block>>>, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-    let pooled = buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-    match pooled {
-        Some(mut buffer) if buffer.len() >= blocks => {
-            let result = work(&mut buffer[..blocks]);
-            buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(buffer);
-            result
+/// glibc serves allocations above its mmap threshold with a private mapping
+/// and unmaps it on free; but after such a free it raises the threshold to
+/// that size (up to 32 MiB), so the next 19 MiB buffer would come from a
+/// heap arena, which keeps it after free. A capacity above 32 MiB always
+/// gets its own mapping; only the pages argon2 touches become resident.
+const ALWAYS_MAPPED_BLOCKS: usize = 33 * 1024 * 1024 / std::mem::size_of::<Block>();
+
+/// A zeroed buffer of `blocks` blocks that, once dropped, goes back to the
+/// system (see [`ALWAYS_MAPPED_BLOCKS`]).
+fn allocate(blocks: usize) -> Vec<Block> {
+    let mut buffer = Vec::with_capacity(blocks.max(ALWAYS_MAPPED_BLOCKS));
+    buffer.resize(blocks, Block::default());
+    buffer
+}
+
+/// The pool of argon2 buffers, each of the current parameters' size.
+#[derive(Debug)]
+pub struct Memory {
+    blocks: usize,
+    idle: Mutex<(Vec<Vec<Block>>, Instant)>,
+}
+
+impl Memory {
+    pub fn new(params: &Params) -> Self {
+        Self { blocks: params.block_count(), idle: Mutex::new((Vec::new(), Instant::now())) }
+    }
+
+    /// Runs `work` with a buffer of `blocks` blocks: a pooled one when the
+    /// size is the current one (a new one if none is idle, kept afterwards),
+    /// a temporary one for a legacy hash with other parameters.
+    fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        if blocks != self.blocks {
+            return work(&mut allocate(blocks));
         }
-        other => {
-            if let Some(buffer) = other {
-                buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(buffer);
-            }
-            work(&mut vec![Block::default(); blocks])
+        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).0.pop();
+        let mut buffer = pooled.unwrap_or_else(|| allocate(blocks));
+        let result = work(&mut buffer);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.0.push(buffer);
+        idle.1 = Instant::now();
+        result
+    }
+
+    /// Frees the idle buffers if no hash finished within `quiet`; returns
+    /// how many were freed.
+    pub fn release_if_quiet(&self, quiet: Duration) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.1.elapsed() < quiet {
+            return 0;
         }
+        std::mem::take(&mut idle.0).len()
+    }
+
+    /// Buffers currently held while idle (for tests and metrics).
+    pub fn held(&self) -> usize {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).0.len()
     }
 }
 
@@ -126,7 +173,7 @@ fn within_bounds(hash: &PasswordHash<'_>) -> bool {
 }
 
 /// Whether `password` matches the PHC string, compared in constant time.
-fn matches(hash: &PasswordHash<'_>, password: &str, buffers: &Mutex<Vec<Vec<Block>>>) -> Option<bool> {
+fn matches(hash: &PasswordHash<'_>, password: &str, memory: &Memory) -> Option<bool> {
     let params = Params::try_from(hash).ok()?;
     let version = Version::try_from(hash.version.unwrap_or(0x13)).ok()?;
     let expected = hash.hash?;
@@ -134,21 +181,16 @@ fn matches(hash: &PasswordHash<'_>, password: &str, buffers: &Mutex<Vec<Vec<Bloc
     let salt = hash.salt?.decode_b64(&mut salt).ok()?;
     let argon = Argon2::new(Algorithm::Argon2id, version, params.clone());
     let mut out = vec![0u8; expected.len()];
-    with_memory(buffers, params.block_count(), |memory| {
-        argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
-    })
-    .ok()?;
+    memory
+        .with(params.block_count(), |memory| {
+            argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+        })
+        .ok()?;
     // `Output`'s equality is constant-time.
     Some(Output::new(&out).ok()? == expected)
 }
 
-fn verify_now(
-    params: &Params,
-    password: &str,
-    stored: &str,
-    dummy: &str,
-    buffers: &Mutex<Vec<Vec<Block>>>,
-) -> Verified {
+fn verify_now(params: &Params, password: &str, stored: &str, dummy: &str, memory: &Memory) -> Verified {
     let (candidate, real) = match PasswordHash::new(stored) {
         Ok(hash) if within_bounds(&hash) => (hash, true),
         _ => match PasswordHash::new(dummy) {
@@ -156,11 +198,11 @@ fn verify_now(
             Err(_) => return Verified { matches: false, rehash: None },
         },
     };
-    let matches = matches(&candidate, password, buffers).unwrap_or(false) && real;
+    let matches = matches(&candidate, password, memory).unwrap_or(false) && real;
     let stale = Params::try_from(&candidate)
         .map(|p| p.m_cost() != params.m_cost() || p.t_cost() != params.t_cost() || p.p_cost() != params.p_cost());
     let rehash = if matches && stale.unwrap_or(true) {
-        with_memory(buffers, params.block_count(), |memory| hash_now(params, password, memory)).ok()
+        memory.with(params.block_count(), |memory| hash_now(params, password, memory)).ok()
     } else {
         None
     };
@@ -175,15 +217,15 @@ impl Passwords {
         policy: PasswordPolicy,
     ) -> Result<Self, ServiceError> {
         let threads = threads.max(1);
-        let buffers: Vec<Vec<Block>> = (0..threads).map(|_| vec![Block::default(); params.block_count()]).collect();
-        let buffers = Arc::new(Mutex::new(buffers));
-        let dummy_hash = with_memory(&buffers, params.block_count(), |memory| {
-            hash_now(&params, "dummy password that never matches", memory)
-        })?;
+        let memory = Arc::new(Memory::new(&params));
+        let dummy_hash = memory
+            .with(params.block_count(), |buffer| hash_now(&params, "dummy password that never matches", buffer))?;
+        // Nothing is hashed until the first login: hold no buffer till then.
+        memory.release_if_quiet(Duration::ZERO);
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(threads)),
-            buffers,
+            memory,
             queue_timeout,
             dummy_hash: dummy_hash.into(),
             comparisons: Arc::default(),
@@ -193,20 +235,42 @@ impl Passwords {
 
     async fn on_hashing_pool<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Mutex<Vec<Vec<Block>>>) -> T + Send + 'static,
+        work: impl FnOnce(&Memory) -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| ServiceError::Busy)?
             .map_err(|_| ServiceError::Busy)?;
         let span = tracing::Span::current();
-        let buffers = self.buffers.clone();
+        let memory = self.memory.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(|| work(&buffers))
+            span.in_scope(|| work(&memory))
         })
         .await
         .map_err(|e| internal("hashing task failed", e))
+    }
+
+    /// Frees the argon2 buffers every time hashing has been quiet for
+    /// [`RELEASE_AFTER`], for as long as the runtime lives.
+    pub fn spawn_release(&self) {
+        let memory = self.memory.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(RELEASE_AFTER / 6);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let freed = memory.release_if_quiet(RELEASE_AFTER);
+                if freed > 0 {
+                    tracing::debug!(buffers = freed, "hashing idle: argon2 memory released");
+                }
+            }
+        });
+    }
+
+    /// argon2 buffers held while no hash runs.
+    pub fn buffers_held(&self) -> usize {
+        self.memory.held()
     }
 
     /// How many comparisons against real stored hashes ran so far.
@@ -217,8 +281,8 @@ impl Passwords {
     pub async fn hash(&self, password: &Secret) -> Result<String, ServiceError> {
         let params = self.params.clone();
         let password = password.clone();
-        self.on_hashing_pool(move |buffers| {
-            with_memory(buffers, params.block_count(), |memory| hash_now(&params, password.expose(), memory))
+        self.on_hashing_pool(move |memory| {
+            memory.with(params.block_count(), |memory| hash_now(&params, password.expose(), memory))
         })
         .await?
     }
@@ -230,13 +294,13 @@ impl Passwords {
         let password = password.clone();
         let dummy = self.dummy_hash.clone();
         let comparisons = self.comparisons.clone();
-        self.on_hashing_pool(move |buffers| match stored {
+        self.on_hashing_pool(move |memory| match stored {
             Some(stored) => {
                 comparisons.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                verify_now(&params, password.expose(), &stored, &dummy, buffers)
+                verify_now(&params, password.expose(), &stored, &dummy, memory)
             }
             None => {
-                let _ = verify_now(&params, password.expose(), &dummy, &dummy, buffers);
+                let _ = verify_now(&params, password.expose(), &dummy, &dummy, memory);
                 Verified { matches: false, rehash: None }
             }
         })
@@ -252,12 +316,12 @@ mod tests {
         Params::new(1024, 1, 1, None).unwrap_or_default()
     }
 
-    fn pool(params: &Params) -> Mutex<Vec<Vec<Block>>> {
-        Mutex::new(vec![vec![Block::default(); params.block_count()]])
+    fn pool(params: &Params) -> Memory {
+        Memory::new(params)
     }
 
     fn hash(params: &Params, password: &str) -> String {
-        let Ok(hash) = with_memory(&pool(params), params.block_count(), |m| hash_now(params, password, m)) else {
+        let Ok(hash) = pool(params).with(params.block_count(), |m| hash_now(params, password, m)) else {
             panic!("hash")
         };
         hash
@@ -293,6 +357,21 @@ mod tests {
         let bigger = Params::new(2048, 1, 1, None).unwrap_or_default();
         let hash = hash(&bigger, "correct horse battery");
         assert!(verify_now(&fast(), "correct horse battery", &hash, &hash, &pool(&fast())).matches);
+    }
+
+    #[test]
+    fn buffers_are_reused_while_busy_and_released_when_quiet() {
+        let memory = pool(&fast());
+        assert_eq!(memory.held(), 0, "nothing is allocated before the first hash");
+        for _ in 0..3 {
+            memory.with(fast().block_count(), |m| m.len());
+        }
+        assert_eq!(memory.held(), 1, "one hash at a time needs one buffer, reused");
+        assert_eq!(memory.release_if_quiet(Duration::from_secs(60)), 0, "just used: kept");
+        assert_eq!(memory.release_if_quiet(Duration::ZERO), 1);
+        assert_eq!(memory.held(), 0);
+        memory.with(2 * fast().block_count(), |m| m.len());
+        assert_eq!(memory.held(), 0, "a legacy size is not pooled");
     }
 
     #[test]
