@@ -18,14 +18,17 @@
 //! OP is `refresh` (each lane logs in once, then chains the rotating refresh
 //! token every response returns; with `--families F --chain K` it logs in F
 //! times and moves to the next family after K grants, so that a run's
-//! chains stay as long as a real login's, see bench/README.md), `client` (client_credentials), `password`
-//! (a successful password grant), `jwks` (GET `--url`), or `org` (create an
-//! organisation with the admin token). Without `--rate` the run is
-//! closed-loop with `--conc` lanes; with `--rate` requests start at a fixed
-//! arrival rate on up to `--conc` lanes, latency counts from the intended
-//! start (no coordinated omission) and a start with no free lane is counted
-//! as `missed`. `--count N` makes each lane send exactly N requests instead
-//! (for the statement capture, with `--reset-stats` to empty
+//! chains stay as long as a real login's, see bench/README.md), `client`
+//! (client_credentials), `password` (a successful password grant),
+//! `exchange` (token exchange, RFC 8693: each lane logs in once and then
+//! exchanges that access token for one scoped to the set-up's second
+//! organisation, an organisation switch), `jwks` (GET `--url`), or `org`
+//! (create an organisation with the admin token). Without `--rate` the run
+//! is closed-loop with `--conc` lanes; with `--rate` requests start at a
+//! fixed arrival rate on up to `--conc` lanes, latency counts from the
+//! intended start (no coordinated omission) and a start with no free lane is
+//! counted as `missed`. `--count N` makes each lane send exactly N requests
+//! instead (for the statement capture, with `--reset-stats` to empty
 //! `pg_stat_statements` after the lanes have logged in).
 
 use std::collections::HashMap;
@@ -79,6 +82,9 @@ struct Setup {
     password: String,
     client_id: String,
     client_secret: String,
+    /// A second organisation the user is a member of: the target of `exchange`.
+    #[serde(default)]
+    exchange_organisation_id: String,
 }
 
 async fn expect_status(response: reqwest::Response, status: u16, what: &str) -> Res<Value> {
@@ -171,6 +177,15 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
         let path = format!("/api/sts/organisation/v1/{organisation_id}/member/{member}");
         expect_status(put(path).send().await?, 204, "add member").await?;
     }
+    let switch = expect_status(
+        post("/api/sts/organisation/v1", json!({"name": format!("{name}-switch"), "roles": ["ISSUER"]})).send().await?,
+        201,
+        "create exchange organisation",
+    )
+    .await?;
+    let exchange_organisation_id = text(&switch, "id")?;
+    let path = format!("/api/sts/organisation/v1/{exchange_organisation_id}/member/{}", text(&user, "id")?);
+    expect_status(put(path).send().await?, 204, "add exchange member").await?;
     let setup = Setup {
         base,
         admin_token,
@@ -179,10 +194,16 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
         password,
         client_id: text(&tech, "id")?,
         client_secret: text(&tech, "clientSecret")?,
+        exchange_organisation_id,
     };
     std::fs::write(&out, serde_json::to_vec_pretty(&json!(setup))?)?;
     if let Some(env) = args.get("env") {
-        let lines = format!("BENCH_USER_ID={}\nBENCH_ORG_ID={}\n", text(&user, "id")?, setup.organisation_id);
+        let lines = format!(
+            "BENCH_USER_ID={}\nBENCH_ORG_ID={}\nBENCH_EXCHANGE_ORG_ID={}\n",
+            text(&user, "id")?,
+            setup.organisation_id,
+            setup.exchange_organisation_id
+        );
         std::fs::write(env, lines)?;
     }
     println!("setup written to {out} ({orgs} organisations)");
@@ -194,6 +215,7 @@ enum Op {
     Refresh,
     Client,
     Password,
+    Exchange,
     Jwks,
     Org,
 }
@@ -205,6 +227,7 @@ impl std::str::FromStr for Op {
             "refresh" => Self::Refresh,
             "client" => Self::Client,
             "password" => Self::Password,
+            "exchange" => Self::Exchange,
             "jwks" => Self::Jwks,
             "org" => Self::Org,
             other => return Err(format!("unknown op {other}")),
@@ -212,10 +235,12 @@ impl std::str::FromStr for Op {
     }
 }
 
-/// One lane of requests: its own refresh-token chain when the op needs one.
+/// One lane of requests: its own refresh-token chain when the op needs one,
+/// its own subject token for `exchange`.
 struct Lane {
     id: usize,
     refresh_token: Option<String>,
+    access_token: Option<String>,
     sent: u64,
     /// Starting tokens of further families (see `--chain`).
     spare: Vec<String>,
@@ -251,6 +276,9 @@ impl Target {
             }
             lane.refresh_token = lane.spare.pop();
         }
+        if self.op == Op::Exchange {
+            lane.access_token = Some(text(&self.password_login().await?, "access_token")?);
+        }
         Ok(())
     }
 
@@ -281,6 +309,16 @@ impl Target {
             }
             Op::Password => {
                 self.password_login().await?;
+            }
+            Op::Exchange => {
+                let subject = lane.access_token.as_deref().ok_or("lane has no subject token")?;
+                let form = [
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                    ("subject_token", subject),
+                    ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                    ("organisation_id", self.setup.exchange_organisation_id.as_str()),
+                ];
+                expect_status(self.client.post(&self.token_url).form(&form).send().await?, 200, "exchange").await?;
             }
             Op::Jwks => {
                 let response = self.client.get(&self.url).send().await?;
@@ -362,7 +400,7 @@ async fn run(args: &HashMap<String, String>) -> Res<()> {
     let families: usize = arg(args, "families", Some(1))?;
     let mut lanes = Vec::with_capacity(conc);
     for id in 0..conc {
-        let mut lane = Lane { id, refresh_token: None, sent: 0, spare: Vec::new(), chained: 0 };
+        let mut lane = Lane { id, refresh_token: None, access_token: None, sent: 0, spare: Vec::new(), chained: 0 };
         target.prepare(&mut lane, families).await?;
         lanes.push(lane);
     }
