@@ -11,6 +11,7 @@
 //! loadgen run    --setup FILE --op OP --conc C --secs S [--rate R] [--pid PID] [--url URL]
 //!                [--count N] [--reset-stats POSTGRES_URL] [--families F --chain K]
 //! loadgen argon2 --threads T --secs S --m KIB --t ITER --p LANES
+//! loadgen sign   --setup FILE --keys DIR --threads T --secs S [--clk-tck HZ]
 //! loadgen rss    --pid PID
 //! loadgen fetch  --url URL [--out FILE] [--secs S]
 //! ```
@@ -598,6 +599,89 @@ fn argon2_loop(args: &HashMap<String, String>) -> Res<()> {
     Ok(())
 }
 
+/// The Ed25519 baseline: the instance's own signing key (read from its keys
+/// directory, `--keys`) signing, through the service's `KeyRing::sign`
+/// (jsonwebtoken, rust_crypto backend), the claims of an organisation-scoped
+/// client-credentials token it issued, with a fresh `jti` and times per
+/// signature as `Mint::sign` has, on `--threads` threads. No HTTP, no
+/// database: what a grant would cost if signing were all it did.
+async fn sign_loop(args: &HashMap<String, String>) -> Res<()> {
+    use base64::Engine;
+    let threads: usize = arg(args, "threads", Some(2))?;
+    let secs: f64 = arg(args, "secs", Some(5.0))?;
+    let clk_tck: f64 = arg(args, "clk-tck", Some(100.0))?;
+    let keys: String = arg(args, "keys", None)?;
+    let setup: Setup = serde_json::from_slice(&std::fs::read(arg::<String>(args, "setup", None)?)?)?;
+    loopback_only(&setup.base)?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", setup.client_id.as_str()),
+        ("client_secret", setup.client_secret.as_str()),
+        ("organisation_id", setup.organisation_id.as_str()),
+    ];
+    let token_url = format!("{}/api/sts/token/v1", setup.base);
+    let issued =
+        expect_status(reqwest::Client::new().post(&token_url).form(&form).send().await?, 200, "client").await?;
+    let token = text(&issued, "access_token")?;
+    let payload = token.split('.').nth(1).ok_or("the access token is not a compact JWS")?;
+    let template: sts::tokens::AccessClaims =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    let (_, ring) = sts::tokens::KeyDir::new(keys).load(chrono::Utc::now(), None)?.ok_or("no key ring")?;
+    let ring = Arc::new(ring);
+    let lifetime = template.exp - template.iat;
+    tokio::task::spawn_blocking(move || -> Res<()> {
+        let cpu_start = cpu_ticks(std::process::id());
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(secs);
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (ring, template) = (ring.clone(), template.clone());
+                std::thread::spawn(move || {
+                    let (mut count, mut bytes) = (0u64, 0usize);
+                    while Instant::now() < deadline {
+                        let iat = chrono::Utc::now().timestamp();
+                        let claims = sts::tokens::AccessClaims {
+                            jti: uuid::Uuid::new_v4(),
+                            iat,
+                            nbf: iat,
+                            exp: iat + lifetime,
+                            ..template.clone()
+                        };
+                        match ring.sign(&claims) {
+                            Ok(token) => bytes = token.len(),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                        count += 1;
+                    }
+                    Ok((count, bytes))
+                })
+            })
+            .collect();
+        let (mut total, mut bytes) = (0u64, 0usize);
+        for worker in workers {
+            let (count, size) = worker.join().map_err(|_| "signing thread panicked")??;
+            total += count;
+            bytes = size;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        // This process's CPU over the loop (the idle runtime threads add
+        // nothing measurable): the cost of one signature, whatever else
+        // shares the cores.
+        let cpu_us_per_op = match (cpu_start, cpu_ticks(std::process::id())) {
+            (Some(a), Some(b)) if total > 0 => format!("{:.1}", (b - a) as f64 / clk_tck * 1e6 / total as f64),
+            _ => "-".into(),
+        };
+        println!(
+            "result op=sign threads={threads} ops={total} secs={elapsed:.2} rate={:.1} single_us={:.1} cpu_us_per_op={cpu_us_per_op} token_bytes={bytes} permissions={}",
+            total as f64 / elapsed,
+            elapsed * 1e6 * threads as f64 / total.max(1) as f64,
+            template.permissions.len()
+        );
+        Ok(())
+    })
+    .await?
+}
+
 /// GETs `--url` until it answers 200 (at most `--secs`), writing the body
 /// to `--out` if given: waits for a server to be ready and saves the JWKS.
 async fn fetch(args: &HashMap<String, String>) -> Res<()> {
@@ -628,13 +712,14 @@ async fn fetch(args: &HashMap<String, String>) -> Res<()> {
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
-        return Err("usage: loadgen setup|run|argon2|rss [--key value ...]".into());
+        return Err("usage: loadgen setup|run|argon2|sign|rss|fetch [--key value ...]".into());
     };
     let options = parse_args(rest)?;
     match command.as_str() {
         "setup" => setup(&options).await,
         "run" => run(&options).await,
         "argon2" => tokio::task::spawn_blocking(move || argon2_loop(&options)).await?,
+        "sign" => sign_loop(&options).await,
         "fetch" => fetch(&options).await,
         "rss" => {
             let pid: u32 = arg(&options, "pid", None)?;
