@@ -7,7 +7,7 @@
 //! `/proc/PID/stat`) and resident memory (idle and peak, `/proc/PID/status`).
 //!
 //! ```text
-//! loadgen setup  --base URL --admin NAME --admin-password PW --out FILE [--env FILE] [--orgs N]
+//! loadgen setup  --base URL --admin NAME --admin-password PW --out FILE [--env FILE]
 //! loadgen run    --setup FILE --op OP --conc C --secs S [--rate R] [--pid PID] [--url URL]
 //!                [--count N] [--reset-stats POSTGRES_URL] [--families F --chain K]
 //! loadgen argon2 --threads T --secs S --m KIB --t ITER --p LANES
@@ -107,7 +107,6 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
     let admin: String = arg(args, "admin", None)?;
     let admin_password: String = arg(args, "admin-password", None)?;
     let out: String = arg(args, "out", None)?;
-    let orgs: usize = arg(args, "orgs", Some(1))?;
     let client = reqwest::Client::new();
     let token_url = format!("{base}/api/sts/token/v1");
     let form = [("grant_type", "password"), ("username", admin.as_str()), ("password", admin_password.as_str())];
@@ -116,33 +115,7 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(&admin_token).json(&body);
     let put = |path: String| client.put(format!("{base}{path}")).bearer_auth(&admin_token);
 
-    // Extra organisations and users (one member each) for the scaling runs;
-    // the measured user and organisation are created last.
     let suffix = std::process::id();
-    for i in 1..orgs {
-        let org = expect_status(
-            post("/api/sts/organisation/v1", json!({"name": format!("filler-{suffix}-{i}"), "roles": ["ISSUER"]}))
-                .send()
-                .await?,
-            201,
-            "create filler organisation",
-        )
-        .await?;
-        let user = expect_status(
-            post(
-                "/api/sts/user/v1",
-                json!({"username": format!("filler-{suffix}-{i}"), "type": "TECHNICAL", "systemRoles": ["ISSUING_OPERATOR"]}),
-            )
-            .send()
-            .await?,
-            201,
-            "create filler user",
-        )
-        .await?;
-        let path = format!("/api/sts/organisation/v1/{}/member/{}", text(&org, "id")?, text(&user, "id")?);
-        expect_status(put(path).send().await?, 204, "add filler member").await?;
-    }
-
     let name = format!("bench-{suffix}");
     let org = expect_status(
         post("/api/sts/organisation/v1", json!({"name": name, "roles": ["ISSUER"]})).send().await?,
@@ -207,7 +180,7 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
         );
         std::fs::write(env, lines)?;
     }
-    println!("setup written to {out} ({orgs} organisations)");
+    println!("setup written to {out}");
     Ok(())
 }
 
