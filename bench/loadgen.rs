@@ -7,10 +7,11 @@
 //! `/proc/PID/stat`) and resident memory (idle and peak, `/proc/PID/status`).
 //!
 //! ```text
-//! loadgen setup  --base URL --admin NAME --admin-password PW --out FILE [--env FILE] [--orgs N]
+//! loadgen setup  --base URL --admin NAME --admin-password PW --out FILE [--env FILE]
 //! loadgen run    --setup FILE --op OP --conc C --secs S [--rate R] [--pid PID] [--url URL]
 //!                [--count N] [--reset-stats POSTGRES_URL] [--families F --chain K]
 //! loadgen argon2 --threads T --secs S --m KIB --t ITER --p LANES
+//! loadgen sign   --setup FILE --keys DIR --threads T --secs S [--clk-tck HZ]
 //! loadgen rss    --pid PID
 //! loadgen fetch  --url URL [--out FILE] [--secs S]
 //! ```
@@ -18,14 +19,17 @@
 //! OP is `refresh` (each lane logs in once, then chains the rotating refresh
 //! token every response returns; with `--families F --chain K` it logs in F
 //! times and moves to the next family after K grants, so that a run's
-//! chains stay as long as a real login's, see bench/README.md), `client` (client_credentials), `password`
-//! (a successful password grant), `jwks` (GET `--url`), or `org` (create an
-//! organisation with the admin token). Without `--rate` the run is
-//! closed-loop with `--conc` lanes; with `--rate` requests start at a fixed
-//! arrival rate on up to `--conc` lanes, latency counts from the intended
-//! start (no coordinated omission) and a start with no free lane is counted
-//! as `missed`. `--count N` makes each lane send exactly N requests instead
-//! (for the statement capture, with `--reset-stats` to empty
+//! chains stay as long as a real login's, see bench/README.md), `client`
+//! (client_credentials), `password` (a successful password grant),
+//! `exchange` (token exchange, RFC 8693: each lane logs in once and then
+//! exchanges that access token for one scoped to the set-up's second
+//! organisation, an organisation switch), `jwks` (GET `--url`), or `org`
+//! (create an organisation with the admin token). Without `--rate` the run
+//! is closed-loop with `--conc` lanes; with `--rate` requests start at a
+//! fixed arrival rate on up to `--conc` lanes, latency counts from the
+//! intended start (no coordinated omission) and a start with no free lane is
+//! counted as `missed`. `--count N` makes each lane send exactly N requests
+//! instead (for the statement capture, with `--reset-stats` to empty
 //! `pg_stat_statements` after the lanes have logged in).
 
 use std::collections::HashMap;
@@ -79,6 +83,9 @@ struct Setup {
     password: String,
     client_id: String,
     client_secret: String,
+    /// A second organisation the user is a member of: the target of `exchange`.
+    #[serde(default)]
+    exchange_organisation_id: String,
 }
 
 async fn expect_status(response: reqwest::Response, status: u16, what: &str) -> Res<Value> {
@@ -100,7 +107,6 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
     let admin: String = arg(args, "admin", None)?;
     let admin_password: String = arg(args, "admin-password", None)?;
     let out: String = arg(args, "out", None)?;
-    let orgs: usize = arg(args, "orgs", Some(1))?;
     let client = reqwest::Client::new();
     let token_url = format!("{base}/api/sts/token/v1");
     let form = [("grant_type", "password"), ("username", admin.as_str()), ("password", admin_password.as_str())];
@@ -109,33 +115,7 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(&admin_token).json(&body);
     let put = |path: String| client.put(format!("{base}{path}")).bearer_auth(&admin_token);
 
-    // Extra organisations and users (one member each) for the scaling runs;
-    // the measured user and organisation are created last.
     let suffix = std::process::id();
-    for i in 1..orgs {
-        let org = expect_status(
-            post("/api/sts/organisation/v1", json!({"name": format!("filler-{suffix}-{i}"), "roles": ["ISSUER"]}))
-                .send()
-                .await?,
-            201,
-            "create filler organisation",
-        )
-        .await?;
-        let user = expect_status(
-            post(
-                "/api/sts/user/v1",
-                json!({"username": format!("filler-{suffix}-{i}"), "type": "TECHNICAL", "systemRoles": ["ISSUING_OPERATOR"]}),
-            )
-            .send()
-            .await?,
-            201,
-            "create filler user",
-        )
-        .await?;
-        let path = format!("/api/sts/organisation/v1/{}/member/{}", text(&org, "id")?, text(&user, "id")?);
-        expect_status(put(path).send().await?, 204, "add filler member").await?;
-    }
-
     let name = format!("bench-{suffix}");
     let org = expect_status(
         post("/api/sts/organisation/v1", json!({"name": name, "roles": ["ISSUER"]})).send().await?,
@@ -171,6 +151,15 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
         let path = format!("/api/sts/organisation/v1/{organisation_id}/member/{member}");
         expect_status(put(path).send().await?, 204, "add member").await?;
     }
+    let switch = expect_status(
+        post("/api/sts/organisation/v1", json!({"name": format!("{name}-switch"), "roles": ["ISSUER"]})).send().await?,
+        201,
+        "create exchange organisation",
+    )
+    .await?;
+    let exchange_organisation_id = text(&switch, "id")?;
+    let path = format!("/api/sts/organisation/v1/{exchange_organisation_id}/member/{}", text(&user, "id")?);
+    expect_status(put(path).send().await?, 204, "add exchange member").await?;
     let setup = Setup {
         base,
         admin_token,
@@ -179,13 +168,19 @@ async fn setup(args: &HashMap<String, String>) -> Res<()> {
         password,
         client_id: text(&tech, "id")?,
         client_secret: text(&tech, "clientSecret")?,
+        exchange_organisation_id,
     };
     std::fs::write(&out, serde_json::to_vec_pretty(&json!(setup))?)?;
     if let Some(env) = args.get("env") {
-        let lines = format!("BENCH_USER_ID={}\nBENCH_ORG_ID={}\n", text(&user, "id")?, setup.organisation_id);
+        let lines = format!(
+            "BENCH_USER_ID={}\nBENCH_ORG_ID={}\nBENCH_EXCHANGE_ORG_ID={}\n",
+            text(&user, "id")?,
+            setup.organisation_id,
+            setup.exchange_organisation_id
+        );
         std::fs::write(env, lines)?;
     }
-    println!("setup written to {out} ({orgs} organisations)");
+    println!("setup written to {out}");
     Ok(())
 }
 
@@ -194,6 +189,7 @@ enum Op {
     Refresh,
     Client,
     Password,
+    Exchange,
     Jwks,
     Org,
 }
@@ -205,6 +201,7 @@ impl std::str::FromStr for Op {
             "refresh" => Self::Refresh,
             "client" => Self::Client,
             "password" => Self::Password,
+            "exchange" => Self::Exchange,
             "jwks" => Self::Jwks,
             "org" => Self::Org,
             other => return Err(format!("unknown op {other}")),
@@ -212,10 +209,12 @@ impl std::str::FromStr for Op {
     }
 }
 
-/// One lane of requests: its own refresh-token chain when the op needs one.
+/// One lane of requests: its own refresh-token chain when the op needs one,
+/// its own subject token for `exchange`.
 struct Lane {
     id: usize,
     refresh_token: Option<String>,
+    access_token: Option<String>,
     sent: u64,
     /// Starting tokens of further families (see `--chain`).
     spare: Vec<String>,
@@ -251,6 +250,9 @@ impl Target {
             }
             lane.refresh_token = lane.spare.pop();
         }
+        if self.op == Op::Exchange {
+            lane.access_token = Some(text(&self.password_login().await?, "access_token")?);
+        }
         Ok(())
     }
 
@@ -281,6 +283,16 @@ impl Target {
             }
             Op::Password => {
                 self.password_login().await?;
+            }
+            Op::Exchange => {
+                let subject = lane.access_token.as_deref().ok_or("lane has no subject token")?;
+                let form = [
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                    ("subject_token", subject),
+                    ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                    ("organisation_id", self.setup.exchange_organisation_id.as_str()),
+                ];
+                expect_status(self.client.post(&self.token_url).form(&form).send().await?, 200, "exchange").await?;
             }
             Op::Jwks => {
                 let response = self.client.get(&self.url).send().await?;
@@ -362,7 +374,7 @@ async fn run(args: &HashMap<String, String>) -> Res<()> {
     let families: usize = arg(args, "families", Some(1))?;
     let mut lanes = Vec::with_capacity(conc);
     for id in 0..conc {
-        let mut lane = Lane { id, refresh_token: None, sent: 0, spare: Vec::new(), chained: 0 };
+        let mut lane = Lane { id, refresh_token: None, access_token: None, sent: 0, spare: Vec::new(), chained: 0 };
         target.prepare(&mut lane, families).await?;
         lanes.push(lane);
     }
@@ -560,6 +572,89 @@ fn argon2_loop(args: &HashMap<String, String>) -> Res<()> {
     Ok(())
 }
 
+/// The Ed25519 baseline: the instance's own signing key (read from its keys
+/// directory, `--keys`) signing, through the service's `KeyRing::sign`
+/// (jsonwebtoken, rust_crypto backend), the claims of an organisation-scoped
+/// client-credentials token it issued, with a fresh `jti` and times per
+/// signature as `Mint::sign` has, on `--threads` threads. No HTTP, no
+/// database: what a grant would cost if signing were all it did.
+async fn sign_loop(args: &HashMap<String, String>) -> Res<()> {
+    use base64::Engine;
+    let threads: usize = arg(args, "threads", Some(2))?;
+    let secs: f64 = arg(args, "secs", Some(5.0))?;
+    let clk_tck: f64 = arg(args, "clk-tck", Some(100.0))?;
+    let keys: String = arg(args, "keys", None)?;
+    let setup: Setup = serde_json::from_slice(&std::fs::read(arg::<String>(args, "setup", None)?)?)?;
+    loopback_only(&setup.base)?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", setup.client_id.as_str()),
+        ("client_secret", setup.client_secret.as_str()),
+        ("organisation_id", setup.organisation_id.as_str()),
+    ];
+    let token_url = format!("{}/api/sts/token/v1", setup.base);
+    let issued =
+        expect_status(reqwest::Client::new().post(&token_url).form(&form).send().await?, 200, "client").await?;
+    let token = text(&issued, "access_token")?;
+    let payload = token.split('.').nth(1).ok_or("the access token is not a compact JWS")?;
+    let template: sts::tokens::AccessClaims =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    let (_, ring) = sts::tokens::KeyDir::new(keys).load(chrono::Utc::now(), None)?.ok_or("no key ring")?;
+    let ring = Arc::new(ring);
+    let lifetime = template.exp - template.iat;
+    tokio::task::spawn_blocking(move || -> Res<()> {
+        let cpu_start = cpu_ticks(std::process::id());
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(secs);
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (ring, template) = (ring.clone(), template.clone());
+                std::thread::spawn(move || {
+                    let (mut count, mut bytes) = (0u64, 0usize);
+                    while Instant::now() < deadline {
+                        let iat = chrono::Utc::now().timestamp();
+                        let claims = sts::tokens::AccessClaims {
+                            jti: uuid::Uuid::new_v4(),
+                            iat,
+                            nbf: iat,
+                            exp: iat + lifetime,
+                            ..template.clone()
+                        };
+                        match ring.sign(&claims) {
+                            Ok(token) => bytes = token.len(),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                        count += 1;
+                    }
+                    Ok((count, bytes))
+                })
+            })
+            .collect();
+        let (mut total, mut bytes) = (0u64, 0usize);
+        for worker in workers {
+            let (count, size) = worker.join().map_err(|_| "signing thread panicked")??;
+            total += count;
+            bytes = size;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        // This process's CPU over the loop (the idle runtime threads add
+        // nothing measurable): the cost of one signature, whatever else
+        // shares the cores.
+        let cpu_us_per_op = match (cpu_start, cpu_ticks(std::process::id())) {
+            (Some(a), Some(b)) if total > 0 => format!("{:.1}", (b - a) as f64 / clk_tck * 1e6 / total as f64),
+            _ => "-".into(),
+        };
+        println!(
+            "result op=sign threads={threads} ops={total} secs={elapsed:.2} rate={:.1} single_us={:.1} cpu_us_per_op={cpu_us_per_op} token_bytes={bytes} permissions={}",
+            total as f64 / elapsed,
+            elapsed * 1e6 * threads as f64 / total.max(1) as f64,
+            template.permissions.len()
+        );
+        Ok(())
+    })
+    .await?
+}
+
 /// GETs `--url` until it answers 200 (at most `--secs`), writing the body
 /// to `--out` if given: waits for a server to be ready and saves the JWKS.
 async fn fetch(args: &HashMap<String, String>) -> Res<()> {
@@ -590,13 +685,14 @@ async fn fetch(args: &HashMap<String, String>) -> Res<()> {
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
-        return Err("usage: loadgen setup|run|argon2|rss [--key value ...]".into());
+        return Err("usage: loadgen setup|run|argon2|sign|rss|fetch [--key value ...]".into());
     };
     let options = parse_args(rest)?;
     match command.as_str() {
         "setup" => setup(&options).await,
         "run" => run(&options).await,
         "argon2" => tokio::task::spawn_blocking(move || argon2_loop(&options)).await?,
+        "sign" => sign_loop(&options).await,
         "fetch" => fetch(&options).await,
         "rss" => {
             let pid: u32 = arg(&options, "pid", None)?;

@@ -7,7 +7,7 @@
 \set n random(1, 9223372036854775806)
 -- The bearer token's user is looked up first, on a connection of its own
 -- (src/api/auth.rs: is the caller still active?).
-SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at", "users"."failed_logins", "users"."last_failed_at", "users"."throttled_until" FROM "users" WHERE ("users"."id" = :admin) LIMIT 1;
+SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at" FROM "users" WHERE ("users"."id" = :admin) LIMIT 1;
 BEGIN;
 -- The unique indexes on id and name decide conflicts in the insert itself.
 INSERT INTO "organisations" ("id", "name", "name_key", "roles", "created_at", "last_modified", "deactivated_at") VALUES (md5(:run || '-' || :n)::uuid, 'pgbench-' || :run || '-' || :n, 'pgbench-' || :run || '-' || :n, '["ISSUER"]', now(), now(), DEFAULT);
