@@ -243,15 +243,33 @@ impl Target {
         expect_status(self.client.post(&self.token_url).form(&form).send().await?, 200, "password grant").await
     }
 
+    /// A set-up login, retried the way a client would when the service is
+    /// busy hashing (503) or asks to slow down (429): R8 logs its lanes in
+    /// while a password flood keeps the hashing queue full.
+    async fn patient_login(&self) -> Res<Value> {
+        let mut attempt = 0;
+        loop {
+            match self.password_login().await {
+                Err(e)
+                    if attempt < 40 && (e.to_string().contains("HTTP 503") || e.to_string().contains("HTTP 429")) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn prepare(&self, lane: &mut Lane, families: usize) -> Res<()> {
         if self.op == Op::Refresh {
             for _ in 0..families.max(1) {
-                lane.spare.push(text(&self.password_login().await?, "refresh_token")?);
+                lane.spare.push(text(&self.patient_login().await?, "refresh_token")?);
             }
             lane.refresh_token = lane.spare.pop();
         }
         if self.op == Op::Exchange {
-            lane.access_token = Some(text(&self.password_login().await?, "access_token")?);
+            lane.access_token = Some(text(&self.patient_login().await?, "access_token")?);
         }
         Ok(())
     }
