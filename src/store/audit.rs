@@ -8,6 +8,10 @@ use super::types::{DbTime, DbUuid};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_events)]
+// `None` is bound as NULL, not written as DEFAULT: diesel does not cache a
+// statement with DEFAULT in it, so every insert would be parsed and planned
+// again (docs/PERFORMANCE.md).
+#[diesel(treat_none_as_default_value = false)]
 pub struct AuditRow {
     pub id: DbUuid,
     pub created_at: DbTime,

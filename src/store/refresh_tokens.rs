@@ -2,14 +2,22 @@
 //! a conditional UPDATE so that exactly one of any number of concurrent uses
 //! of one token wins.
 
+use diesel::backend::Backend;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::HasSqlType;
 
 use super::AnyConnection;
 use super::schema::refresh_tokens;
-use super::types::{DbTime, DbUuid};
+use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = refresh_tokens)]
+// `None` is bound as NULL, not written as DEFAULT: diesel does not cache a
+// statement with DEFAULT in it, so every insert would be parsed and planned
+// again (docs/PERFORMANCE.md).
+#[diesel(treat_none_as_default_value = false)]
 pub struct RefreshTokenRow {
     pub id: DbUuid,
     pub digest: String,
@@ -37,16 +45,37 @@ pub fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Opt
 
 /// Marks the token used if, and only if, nobody used or revoked it first.
 pub fn consume(conn: &mut AnyConnection, id: DbUuid, now: DbTime) -> QueryResult<bool> {
-    diesel::update(
-        refresh_tokens::table
-            .find(id)
-            .filter(refresh_tokens::consumed_at.is_null())
-            .filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::consumed_at.eq(now))
-    .execute(conn)
-    .map(|n| n == 1)
+    Consume { id, now }.execute(conn).map(|n| n == 1)
 }
+
+/// The conditional update of [`consume`], written out: diesel never caches
+/// an `UPDATE` it builds (a changeset's SQL may vary with its values), so the
+/// one sent on every refresh grant would be parsed and planned every time.
+/// A statement of our own with a static query id is prepared once per
+/// connection.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct Consume {
+    id: DbUuid,
+    now: DbTime,
+}
+
+impl<DB> QueryFragment<DB> for Consume
+where
+    DB: Backend + HasSqlType<SqlUuid> + HasSqlType<SqlTime>,
+    DbUuid: ToSql<SqlUuid, DB>,
+    DbTime: ToSql<SqlTime, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE refresh_tokens SET consumed_at = ");
+        out.push_bind_param::<SqlTime, _>(&self.now)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<SqlUuid, _>(&self.id)?;
+        out.push_sql(" AND consumed_at IS NULL AND revoked_at IS NULL");
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for Consume {}
 
 pub fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> QueryResult<usize> {
     diesel::update(
