@@ -10,6 +10,6 @@
 SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at" FROM "users" WHERE ("users"."id" = :admin) LIMIT 1;
 BEGIN;
 -- The unique indexes on id and name decide conflicts in the insert itself.
-INSERT INTO "organisations" ("id", "name", "name_key", "roles", "created_at", "last_modified", "deactivated_at") VALUES (md5(:run || '-' || :n)::uuid, 'pgbench-' || :run || '-' || :n, 'pgbench-' || :run || '-' || :n, '["ISSUER"]', now(), now(), DEFAULT);
-INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES (gen_random_uuid(), now(), 'organisation.create', 'SUCCESS', '00000000-0000-0000-0000-000000000001', 'admin', md5(:run || '-' || :n)::uuid, md5(:run || '-' || :n)::uuid::text, 'f5b0c4d2-2f0e-4a5e-9c1e-000000000000', '127.0.0.1', DEFAULT);
+INSERT INTO "organisations" ("id", "name", "name_key", "roles", "created_at", "last_modified", "deactivated_at") VALUES (md5(:run || '-' || :n)::uuid, 'pgbench-' || :run || '-' || :n, 'pgbench-' || :run || '-' || :n, '["ISSUER"]', now(), now(), NULL);
+INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES (gen_random_uuid(), now(), 'organisation.create', 'SUCCESS', '00000000-0000-0000-0000-000000000001', 'admin', md5(:run || '-' || :n)::uuid, md5(:run || '-' || :n)::uuid::text, 'f5b0c4d2-2f0e-4a5e-9c1e-000000000000', '127.0.0.1', NULL);
 COMMIT;

@@ -24,10 +24,10 @@ SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind",
 -- refresh_tokens::lock_family: the family's anchor row.
 SELECT "refresh_tokens"."id" FROM "refresh_tokens" WHERE ("refresh_tokens"."id" = :r_family_id) FOR UPDATE;
 -- refresh_tokens::consume: the conditional update that picks one winner.
-UPDATE "refresh_tokens" SET "consumed_at" = now() WHERE ((("refresh_tokens"."id" = :r_id) AND ("refresh_tokens"."consumed_at" IS NULL)) AND ("refresh_tokens"."revoked_at" IS NULL));
+UPDATE refresh_tokens SET consumed_at = now() WHERE id = :r_id AND consumed_at IS NULL AND revoked_at IS NULL;
 -- store_token: the new token of the family.
-INSERT INTO "refresh_tokens" ("id", "digest", "family_id", "user_id", "organisation_id", "issued_at", "expires_at", "family_expires_at", "consumed_at", "revoked_at") VALUES (gen_random_uuid(), :next, :r_family_id, :r_user_id, :org, now(), least(now() + interval '8 hours', :r_family_expires_at::timestamptz), :r_family_expires_at, DEFAULT, DEFAULT);
+INSERT INTO "refresh_tokens" ("id", "digest", "family_id", "user_id", "organisation_id", "issued_at", "expires_at", "family_expires_at", "consumed_at", "revoked_at") VALUES (gen_random_uuid(), :next, :r_family_id, :r_user_id, :org, now(), least(now() + interval '8 hours', :r_family_expires_at::timestamptz), :r_family_expires_at, NULL, NULL);
 -- audit::record.
-INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES (gen_random_uuid(), now(), 'token.refresh', 'SUCCESS', :r_user_id, DEFAULT, :org, :r_family_id, 'f5b0c4d2-2f0e-4a5e-9c1e-000000000000', '127.0.0.1', DEFAULT);
+INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES (gen_random_uuid(), now(), 'token.refresh', 'SUCCESS', :r_user_id, NULL, :org, :r_family_id, 'f5b0c4d2-2f0e-4a5e-9c1e-000000000000', '127.0.0.1', NULL);
 COMMIT;
 \set digest :next
