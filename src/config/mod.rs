@@ -19,7 +19,7 @@ pub use settings::*;
 
 /// Core's permission vocabulary, embedded so the binary reads nothing outside
 /// its own configuration.
-pub const CORE_PERMISSIONS: &str = include_str!("../../config/permissions.txt");
+pub const CORE_PERMISSIONS: &str = crate::domain::permissions::CORE_VOCABULARY;
 /// The shipped role mapping, used when the configured file is the default
 /// path and does not exist (a binary run outside the repository).
 pub const DEFAULT_ROLES: &str = include_str!("../../config/roles.toml");

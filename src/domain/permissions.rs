@@ -1,9 +1,14 @@
 //! Permission sets and the one policy of the product: a token holds exactly
 //! what the user may do within what the organisation allows.
 
-use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use serde::Serialize;
+use serde::ser::SerializeSeq;
+
+/// Core's permission vocabulary (`config/permissions.txt`, from
+/// `../shared/permissions.txt`), embedded.
+pub const CORE_VOCABULARY: &str = include_str!("../../config/permissions.txt");
 
 /// The STS's own administrative permissions (CONTRACT §2). Core's vocabulary
 /// already holds the `STS_ORGANISATION_*` ones.
@@ -23,11 +28,41 @@ pub fn is_system_scoped(permission: &str) -> bool {
     permission.starts_with("STS_") || permission.starts_with("SYSTEM_")
 }
 
-/// A set of permission names; iterates sorted and free of duplicates, which
-/// is the order the `permissions` claim needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct PermissionSet(BTreeSet<String>);
+/// Words of a [`PermissionSet`]: room for 256 names (the vocabulary has 105).
+const WORDS: usize = 4;
+
+/// Every name a permission set can hold, sorted: Core's vocabulary and the
+/// STS's own. Bit `i` of a set stands for `NAMES[i]`, so a set's bits in
+/// order are its names in order.
+static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut names: Vec<&'static str> = CORE_VOCABULARY
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .chain(STS_OWN_PERMISSIONS)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.truncate(WORDS * 64);
+    names
+});
+
+/// The system-scoped names as a set, for one `AND` per system token.
+static SYSTEM_SCOPED: LazyLock<PermissionSet> =
+    LazyLock::new(|| NAMES.iter().copied().filter(|name| is_system_scoped(name)).collect());
+
+fn index_of(name: &str) -> Option<usize> {
+    NAMES.binary_search(&name).ok()
+}
+
+/// A set of permissions, as a bitset over the vocabulary ([`NAMES`]):
+/// union, intersection and the scope filters are a few word operations, and
+/// building one allocates nothing. It iterates sorted and free of
+/// duplicates, the order the `permissions` claim needs. A name outside the
+/// vocabulary cannot be held (the role catalogue refuses such names at
+/// start; elsewhere dropping one can only take a permission away).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct PermissionSet([u64; WORDS]);
 
 impl PermissionSet {
     pub fn new() -> Self {
@@ -35,59 +70,92 @@ impl PermissionSet {
     }
 
     pub fn contains(&self, permission: &str) -> bool {
-        self.0.contains(permission)
+        index_of(permission).is_some_and(|i| self.0[i / 64] & (1 << (i % 64)) != 0)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.iter().all(|w| *w == 0)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        NAMES.iter().enumerate().filter(|(i, _)| self.0[i / 64] & (1 << (i % 64)) != 0).map(|(_, name)| *name)
     }
 
-    pub fn insert(&mut self, permission: impl Into<String>) {
-        self.0.insert(permission.into());
+    /// Adds a name of the vocabulary; returns false (and adds nothing) for
+    /// any other name.
+    pub fn insert(&mut self, permission: &str) -> bool {
+        let Some(i) = index_of(permission) else { return false };
+        self.0[i / 64] |= 1 << (i % 64);
+        true
+    }
+
+    fn combine(&self, other: &PermissionSet, op: impl Fn(u64, u64) -> u64) -> PermissionSet {
+        let mut words = [0; WORDS];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = op(self.0[i], other.0[i]);
+        }
+        Self(words)
     }
 
     pub fn extend(&mut self, other: &PermissionSet) {
-        self.0.extend(other.0.iter().cloned());
+        *self = self.combine(other, |a, b| a | b);
     }
 
     pub fn intersection(&self, other: &PermissionSet) -> PermissionSet {
-        Self(self.0.intersection(&other.0).cloned().collect())
+        self.combine(other, |a, b| a & b)
     }
 
     pub fn difference(&self, other: &PermissionSet) -> PermissionSet {
-        Self(self.0.difference(&other.0).cloned().collect())
+        self.combine(other, |a, b| a & !b)
     }
 
     pub fn is_subset(&self, other: &PermissionSet) -> bool {
-        self.0.is_subset(&other.0)
+        self.difference(other).is_empty()
     }
 
     /// Only the system-scoped members.
     pub fn system_scoped(&self) -> PermissionSet {
-        Self(self.0.iter().filter(|p| is_system_scoped(p)).cloned().collect())
+        self.intersection(&SYSTEM_SCOPED)
     }
 
     /// Only the organisation-scoped members.
     pub fn organisation_scoped(&self) -> PermissionSet {
-        Self(self.0.iter().filter(|p| !is_system_scoped(p)).cloned().collect())
+        self.difference(&SYSTEM_SCOPED)
     }
 
     pub fn to_vec(&self) -> Vec<String> {
-        self.0.iter().cloned().collect()
+        self.iter().map(str::to_owned).collect()
     }
 }
 
-impl<S: Into<String>> FromIterator<S> for PermissionSet {
+impl std::fmt::Debug for PermissionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for PermissionSet {
+    /// A sorted list of names.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for name in self.iter() {
+            seq.serialize_element(name)?;
+        }
+        seq.end()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for PermissionSet {
     fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
-        Self(iter.into_iter().map(Into::into).collect())
+        let mut set = Self::new();
+        for name in iter {
+            set.insert(name.as_ref());
+        }
+        set
     }
 }
 
@@ -133,8 +201,8 @@ pub fn explain(user: &PermissionSet, ceiling: &Ceiling) -> Explanation {
     let granted = organisation_token_permissions(user, ceiling);
     Explanation {
         removed_by_ceiling: user.organisation_scoped().difference(&granted),
-        user_permissions: user.clone(),
-        ceiling: ceiling.0.clone(),
+        user_permissions: *user,
+        ceiling: ceiling.0,
         granted,
     }
 }
@@ -175,6 +243,23 @@ mod tests {
         let why = explain(&user, &ceiling);
         assert_eq!(why.granted, set(&["CREDENTIAL_ISSUE"]));
         assert_eq!(why.removed_by_ceiling, set(&["PROOF_ISSUE"]));
+    }
+
+    #[test]
+    fn the_vocabulary_fits_and_every_name_round_trips() {
+        assert!(NAMES.len() < WORDS * 64, "room for the vocabulary to grow: raise WORDS before it is full");
+        assert!(NAMES.len() >= STS_OWN_PERMISSIONS.len() + 90);
+        let all: PermissionSet = NAMES.iter().collect();
+        assert_eq!(all.len(), NAMES.len());
+        assert_eq!(all.iter().collect::<Vec<_>>(), *NAMES);
+    }
+
+    #[test]
+    fn a_name_outside_the_vocabulary_is_not_held() {
+        let mut set = set(&["DID_LIST"]);
+        assert!(!set.insert("NOT_A_PERMISSION"));
+        assert!(!set.contains("NOT_A_PERMISSION"));
+        assert_eq!(set.to_vec(), vec!["DID_LIST".to_owned()]);
     }
 
     #[test]

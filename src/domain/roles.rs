@@ -133,7 +133,7 @@ impl RoleCatalog {
                             permission: permission.clone(),
                         });
                     }
-                    set.insert(permission.clone());
+                    set.insert(permission);
                 }
             }
             Ok(set)
@@ -166,7 +166,7 @@ impl RoleCatalog {
             }
             system_roles.insert(name.clone(), resolve(name, names)?);
         }
-        system_roles.insert(ADMIN_ROLE.to_owned(), vocabulary.clone());
+        system_roles.insert(ADMIN_ROLE.to_owned(), vocabulary);
         Ok(Self { organisation_roles, system_roles, vocabulary })
     }
 
