@@ -40,7 +40,8 @@ pub async fn ready(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    description = "Prometheus text: request counts and latency histograms per route and status.",
+    description = "Prometheus text: request counts and latency histograms per route and status, pool \
+                   connections, password comparisons, argon2 runs and their total time.",
     responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(state: State) -> HttpResponse {
     let (connections, idle) = state.ctx.store.pool_state();
@@ -48,6 +49,9 @@ pub async fn metrics(state: State) -> HttpResponse {
         metrics::gauge!("db_pool_connections").set(f64::from(connections));
         metrics::gauge!("db_pool_idle_connections").set(f64::from(idle));
         metrics::counter!("password_comparisons_total").absolute(state.ctx.passwords.comparisons());
+        let (runs, seconds) = state.ctx.passwords.hashing_totals();
+        metrics::counter!("password_hashes_total").absolute(runs);
+        metrics::gauge!("password_hash_seconds_total").set(seconds);
     });
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.handle().render())
 }

@@ -72,6 +72,9 @@ pub struct Passwords {
     /// Comparisons against a real stored hash (not the dummy), for metrics
     /// and for proving that throttling holds.
     comparisons: Arc<std::sync::atomic::AtomicU64>,
+    /// argon2 runs and the time they took, for metrics (tuning the
+    /// parameters, and telling a slow hash from a long queue).
+    hashing: Arc<HashingTime>,
     pub policy: PasswordPolicy,
 }
 
@@ -98,6 +101,27 @@ fn allocate(blocks: usize) -> Vec<Block> {
     let mut buffer = Vec::with_capacity(blocks.max(ALWAYS_MAPPED_BLOCKS));
     buffer.resize(blocks, Block::default());
     buffer
+}
+
+/// How many argon2 runs finished and how long they took in all.
+#[derive(Debug, Default)]
+pub struct HashingTime {
+    runs: std::sync::atomic::AtomicU64,
+    nanos: std::sync::atomic::AtomicU64,
+}
+
+impl HashingTime {
+    fn record(&self, took: Duration) {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (runs, seconds) so far.
+    pub fn totals(&self) -> (u64, f64) {
+        let nanos = self.nanos.load(std::sync::atomic::Ordering::Relaxed);
+        (self.runs.load(std::sync::atomic::Ordering::Relaxed), Duration::from_nanos(nanos).as_secs_f64())
+    }
 }
 
 /// The pool of argon2 buffers, each of the current parameters' size.
@@ -229,6 +253,7 @@ impl Passwords {
             queue_timeout,
             dummy_hash: dummy_hash.into(),
             comparisons: Arc::default(),
+            hashing: Arc::default(),
             policy,
         })
     }
@@ -242,10 +267,13 @@ impl Passwords {
             .map_err(|_| ServiceError::Busy)?
             .map_err(|_| ServiceError::Busy)?;
         let span = tracing::Span::current();
-        let memory = self.memory.clone();
+        let (memory, hashing) = (self.memory.clone(), self.hashing.clone());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(|| work(&memory))
+            let started = Instant::now();
+            let result = span.in_scope(|| work(&memory));
+            hashing.record(started.elapsed());
+            result
         })
         .await
         .map_err(|e| internal("hashing task failed", e))
@@ -271,6 +299,11 @@ impl Passwords {
     /// argon2 buffers held while no hash runs.
     pub fn buffers_held(&self) -> usize {
         self.memory.held()
+    }
+
+    /// argon2 runs on the hashing pool so far and their total time.
+    pub fn hashing_totals(&self) -> (u64, f64) {
+        self.hashing.totals()
     }
 
     /// How many comparisons against real stored hashes ran so far.

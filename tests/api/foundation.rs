@@ -42,6 +42,18 @@ both_backends! {
         assert!(text.contains("http_request_duration_seconds"), "{text}");
     }
 
+    async fn metrics_count_argon2_runs_and_their_time(app) {
+        let value = |text: &str, name: &str| -> f64 {
+            text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+        };
+        let metrics = || async { app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text") };
+        let before = metrics().await;
+        app.admin_token().await;
+        let after = metrics().await;
+        assert_eq!(value(&after, "password_hashes_total") - value(&before, "password_hashes_total").max(0.0), 1.0, "{after}");
+        assert!(value(&after, "password_hash_seconds_total") > value(&before, "password_hash_seconds_total"), "{after}");
+    }
+
     async fn an_oversized_body_gets_413(app) {
         let admin = app.admin_token().await;
         let name = "x".repeat(70 * 1024);
