@@ -11,6 +11,7 @@ use super::{Context, ServiceError};
 use crate::domain::OrganisationRole;
 use crate::domain::names;
 use crate::domain::permissions::explain;
+use crate::store::memberships::MembershipsOf;
 use crate::store::organisations::{self as rows, OrganisationRow};
 pub use crate::store::organisations::{ListQuery, SortBy};
 use crate::store::types::{DbNames, DbUuid};
@@ -171,8 +172,10 @@ pub async fn update(
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, event("organisation.delete", caller, id), move |conn, _, _| {
-        // Memberships and refresh tokens go with it (ON DELETE CASCADE); the
-        // audit log has no foreign key and stays.
+        // Memberships first (the lock order of `memberships::delete_all_of`);
+        // refresh tokens go with the row (ON DELETE CASCADE); the audit log
+        // has no foreign key and stays.
+        memberships::delete_all_of(conn, MembershipsOf::Organisation(DbUuid(id)))?;
         if !rows::delete(conn, DbUuid(id))? {
             return Err(ServiceError::NotFound("organisation"));
         }

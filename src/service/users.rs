@@ -12,6 +12,7 @@ use super::{Context, ServiceError};
 use crate::domain::roles::validate_system_roles;
 use crate::domain::{PermissionSet, names};
 use crate::secret::Secret;
+use crate::store::memberships::{self, MembershipsOf};
 use crate::store::refresh_tokens;
 use crate::store::types::{DbNames, DbUuid};
 use crate::store::users::{self as rows, UserRow};
@@ -255,6 +256,8 @@ pub async fn update(
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, event("user.delete", Some(caller), id), move |conn, _, _| {
+        // Memberships first: the lock order of `memberships::delete_all_of`.
+        memberships::delete_all_of(conn, MembershipsOf::User(DbUuid(id)))?;
         if !rows::delete(conn, DbUuid(id))? {
             return Err(ServiceError::NotFound("user"));
         }

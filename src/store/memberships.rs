@@ -27,16 +27,41 @@ pub fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> Q
     diesel::delete(memberships::table.find((organisation, user))).execute(conn).map(|n| n == 1)
 }
 
+/// Deletes every membership of a user or of an organisation, before the
+/// user or organisation itself: a grant share-locks the membership row
+/// first, then the user and the organisation (`member_for_grant`), so a
+/// delete must take the membership rows before the parent row too, or the
+/// two wait for each other (the cascade would take them last).
+pub fn delete_all_of(conn: &mut AnyConnection, owner: MembershipsOf) -> QueryResult<usize> {
+    match owner {
+        MembershipsOf::User(user) => {
+            diesel::delete(memberships::table.filter(memberships::user_id.eq(user))).execute(conn)
+        }
+        MembershipsOf::Organisation(organisation) => {
+            diesel::delete(memberships::table.filter(memberships::organisation_id.eq(organisation))).execute(conn)
+        }
+    }
+}
+
+/// Whose memberships [`delete_all_of`] deletes.
+#[derive(Debug, Clone, Copy)]
+pub enum MembershipsOf {
+    User(DbUuid),
+    Organisation(DbUuid),
+}
+
 /// The user and the organisation, if `user` is a member of it: user,
 /// membership, existence and state in one query, for the grant choke point.
 ///
 /// On PostgreSQL the three rows are share-locked until the grant's
-/// transaction ends, so a concurrent disable, member removal, deactivation
-/// or delete waits for the grant and then revokes the refresh token it
-/// issued (its statement starts after the grant committed and sees it). A
-/// grant takes these locks before any refresh-token lock, and every admin
-/// write locks its row before it revokes tokens: one order, no deadlock.
-/// SQLite's single writer serialises them already.
+/// transaction ends (membership, then user, then organisation), so a
+/// concurrent disable, member removal, deactivation or delete waits for the
+/// grant and then revokes the refresh token it issued (its statement starts
+/// after the grant committed and sees it). A grant takes these locks before
+/// any refresh-token lock; every admin write locks its row before it
+/// revokes tokens, and a delete of a user or organisation removes the
+/// memberships before the parent row ([`delete_all_of`]): one order, no
+/// deadlock. SQLite's single writer serialises them already.
 pub fn member_for_grant(
     conn: &mut AnyConnection,
     organisation: DbUuid,
