@@ -51,7 +51,7 @@ both_backends! {
         app.admin_token().await;
         let after = metrics().await;
         assert_eq!(value(&after, "password_hashes_total") - value(&before, "password_hashes_total").max(0.0), 1.0, "{after}");
-        assert!(value(&after, "password_hash_seconds_total") > value(&before, "password_hash_seconds_total"), "{after}");
+        assert!(value(&after, "password_hash_microseconds_total") > value(&before, "password_hash_microseconds_total"), "{after}");
     }
 
     async fn an_oversized_body_gets_413(app) {

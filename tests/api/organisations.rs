@@ -31,7 +31,14 @@ both_backends! {
         assert_eq!(created.status(), StatusCode::CREATED);
         assert_eq!(crate::helpers::id_of(created).await, given);
         let reused = app.post_json(ORGS, &admin, &json!({"name": "Another", "roles": ["HOLDER"], "id": given})).await;
-        assert_eq!(code(reused).await, (StatusCode::CONFLICT, "STS_0005".into()));
+        let body: Value = reused.json().await.expect("json");
+        assert_eq!((body["code"].as_str(), body["message"].as_str()), (Some("STS_0005"), Some("an organisation with this id exists")));
+        let renamed = app.post_json(ORGS, &admin, &json!({"name": "ACME BANK", "roles": ["HOLDER"]})).await;
+        assert_eq!(renamed.status(), StatusCode::CONFLICT);
+        let body: Value = renamed.json().await.expect("json");
+        assert_eq!(body["message"], "an organisation with this name exists", "the unique index tells which one");
+        let after: Value = app.get(&format!("{ORGS}?pageSize=1000"), &admin).await.json().await.expect("json");
+        assert_eq!(after["totalItems"], 2, "the refused creates left nothing behind");
     }
 
     async fn bad_organisation_bodies_get_400(app) {

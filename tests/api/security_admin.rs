@@ -33,6 +33,20 @@ async fn counts(app: &TestApp) -> (i64, i64, i64) {
     )
 }
 
+/// Starts one refresh grant per token at once; each task yields the answer.
+fn race_refreshes(app: &TestApp, tokens: Vec<String>) -> Vec<tokio::task::JoinHandle<Value>> {
+    tokens
+        .into_iter()
+        .map(|rt| {
+            let (client, url) = (app.client.clone(), app.url("/api/sts/token/v1"));
+            tokio::spawn(async move {
+                let form = [("grant_type", "refresh_token"), ("refresh_token", rt.as_str())];
+                client.post(url).form(&form).send().await.expect("request").json::<Value>().await.expect("json")
+            })
+        })
+        .collect()
+}
+
 both_backends! {
     async fn case_35_36_every_admin_route_refuses_the_wrong_caller_and_changes_nothing(app) {
         let admin = app.admin_token().await;
@@ -95,12 +109,7 @@ both_backends! {
         for _ in 0..20 {
             rts.push(app.login("holder", &password, Some(org)).await["refresh_token"].as_str().expect("rt").to_owned());
         }
-        let racing = rts.into_iter().map(|rt| {
-            let (client, url) = (app.client.clone(), app.url("/api/sts/token/v1"));
-            tokio::spawn(async move {
-                client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).send().await.expect("request").json::<Value>().await.expect("json")
-            })
-        }).collect::<Vec<_>>();
+        let racing = race_refreshes(&app, rts);
         let deleted = app.delete(&format!("/api/sts/organisation/v1/{org}"), &admin).await;
         assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
         for answer in futures_util::future::join_all(racing).await {
@@ -130,12 +139,7 @@ both_backends! {
             for _ in 0..20 {
                 rts.push(app.login("racer", &password, Some(org)).await["refresh_token"].as_str().expect("rt").to_owned());
             }
-            let racing = rts.into_iter().map(|rt| {
-                let (client, url) = (app.client.clone(), app.url("/api/sts/token/v1"));
-                tokio::spawn(async move {
-                    client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).send().await.expect("request").json::<Value>().await.expect("json")
-                })
-            }).collect::<Vec<_>>();
+            let racing = race_refreshes(&app, rts);
             let removing = round % 2 == 1;
             let ended = if removing {
                 app.delete(&format!("/api/sts/organisation/v1/{org}/member/{user}"), &admin).await
