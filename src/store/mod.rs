@@ -74,6 +74,13 @@ fn is_transient(message: &str) -> bool {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// One permit per pooled connection, taken before the work leaves the
+    /// async workers: requests wait for a connection as futures, not as
+    /// blocking threads parked in the pool, so a flood of requests never
+    /// grows tokio's blocking pool beyond the pool size (each parked thread
+    /// costs a stack and, with glibc, often an arena).
+    connections: std::sync::Arc<tokio::sync::Semaphore>,
+    acquire_timeout: Duration,
     url: DatabaseUrl,
     /// False while the schema could not be migrated yet (a start without
     /// the database): every query answers "unavailable" until then.
@@ -97,20 +104,26 @@ impl Store {
     /// Builds the pool without connecting: the caller has already proven the
     /// database reachable by migrating it, and later outages must not stop
     /// the process (readiness reports them instead).
-    pub fn new(settings: ConnectionSettings, pool: &PoolSettings) -> Self {
+    pub fn new(settings: ConnectionSettings, sizing: &PoolSettings) -> Self {
         let url = settings.url.clone();
         // SQLite has one writer; a single connection serialises writes in the
         // pool instead of in SQLite's busy handler, where a deferred
         // transaction that upgrades to a write can fail without waiting.
-        let max_size = if url.is_postgres() { pool.max_size } else { 1 };
+        let max_size = if url.is_postgres() { sizing.max_size } else { 1 };
         let pool = r2d2::Pool::builder()
             .max_size(max_size)
             .min_idle(Some(0))
-            .connection_timeout(pool.acquire_timeout)
+            .connection_timeout(sizing.acquire_timeout)
             .test_on_check_out(false)
             .error_handler(Box::new(TracingErrorHandler))
             .build_unchecked(connection::Manager(settings));
-        Self { pool, url, schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)) }
+        Self {
+            pool,
+            connections: std::sync::Arc::new(tokio::sync::Semaphore::new(max_size as usize)),
+            acquire_timeout: sizing.acquire_timeout,
+            url,
+            schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
     }
 
     pub fn set_schema_ready(&self, ready: bool) {
@@ -136,9 +149,15 @@ impl Store {
         if !self.schema_ready() {
             return Err(E::from(StoreError::Unavailable("the schema is not migrated yet".into())));
         }
+        // The wait for a connection, bounded as before by the acquire timeout.
+        let permit = tokio::time::timeout(self.acquire_timeout, self.connections.clone().acquire_owned())
+            .await
+            .map_err(|_| E::from(StoreError::Unavailable("timed out waiting for a database connection".into())))?
+            .map_err(|closed| E::from(StoreError::Unavailable(closed.to_string())))?;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             span.in_scope(|| {
                 let mut pooled = pool.get().map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
                 let result = work(&mut pooled.conn);
