@@ -110,6 +110,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => Self::NotFound(what),
             ServiceError::Conflict(message) => Self::Conflict(message),
             ServiceError::Forbidden(message) => Self::Forbidden(message),
+            ServiceError::CallerInactive => Self::Unauthenticated,
             ServiceError::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "database unavailable");
                 Self::Unavailable

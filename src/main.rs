@@ -135,7 +135,9 @@ async fn create_user(
     let new = NewUser { username: username.clone(), kind, password, system_roles };
     let meta =
         sts::service::audit::RequestMeta { request_id: Some(format!("cli-{}", uuid::Uuid::new_v4())), source_ip: None };
-    let created = sts::service::users::create(&ctx, &meta, None, new).await.map_err(|e| e.to_string())?;
+    let created = sts::service::users::create(&ctx, &meta, (sts::service::audit::Author::System, None), new)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("created user `{username}` with id {}", created.id);
     if let Some(secret) = created.client_secret {
         println!("client secret (shown once): {}", secret.expose());

@@ -10,8 +10,7 @@ use actix_web::{FromRequest, HttpRequest};
 
 use super::{State, request_meta};
 use crate::error::ApiError;
-use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
-use crate::service::organisations::Caller;
+use crate::service::audit::{self, AuditEvent, Author, Caller, Outcome, RequestMeta};
 use crate::service::users;
 use crate::tokens::AccessClaims;
 
@@ -38,24 +37,33 @@ impl Authenticated {
         let caller = self.caller();
         for id in std::iter::once(caller.sub).chain(caller.actor) {
             if !users::is_active(&self.state.ctx, id).await? {
-                let event = AuditEvent::new("admin.denied", Outcome::Denied)
-                    .subject(caller.sub)
-                    .actor(caller.actor)
-                    .target(&self.action)
-                    .reason("401: user disabled or deleted");
-                record_denial(&self.state, &self.meta, event).await?;
+                record_denial(&self.state, &self.meta, audit::inactive_caller_denied(caller, &self.action)).await?;
                 return Err(ApiError::Unauthenticated);
             }
         }
         Ok(caller)
     }
 
-    /// 403 (and an audit event) unless the token holds `permission`; 401 if
-    /// its subject (or actor) has since been disabled or deleted: the admin
-    /// API does not wait for the token to expire.
+    /// For reads: 403 (and an audit event) unless the token holds
+    /// `permission`; 401 if its subject (or actor) has since been disabled
+    /// or deleted: the admin API does not wait for the token to expire.
     pub async fn require(&self, permission: &'static str) -> Result<Caller, ApiError> {
+        self.permitted(permission).await?;
+        self.active().await
+    }
+
+    /// For writes: 403 (and an audit event) unless the token holds
+    /// `permission`. Whether the caller is still active is decided by the
+    /// write itself, in its transaction (`audit::audited_write`), which
+    /// answers 401 as `require` would.
+    pub async fn author(&self, permission: &'static str) -> Result<Author, ApiError> {
+        self.permitted(permission).await?;
+        Ok(Author::Caller { caller: self.caller(), route: self.action.clone() })
+    }
+
+    async fn permitted(&self, permission: &'static str) -> Result<(), ApiError> {
         if self.claims.has_permission(permission) {
-            return self.active().await;
+            return Ok(());
         }
         let event = AuditEvent::new("admin.denied", Outcome::Denied)
             .subject(self.claims.sub)

@@ -36,9 +36,9 @@ pub async fn create(
     state: State,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_ORGANISATION_CREATE").await?;
+    let author = auth.author("STS_ORGANISATION_CREATE").await?;
     let body: CreateOrganisation = admin_body(&req, &state, payload).await?;
-    let id = organisations::create(&state.ctx, &auth.meta, caller, &body.name, &body.roles, body.id).await?;
+    let id = organisations::create(&state.ctx, &auth.meta, author, &body.name, &body.roles, body.id).await?;
     Ok(HttpResponse::Created().json(Created { id }))
 }
 
@@ -130,11 +130,11 @@ pub async fn update(
     id: Ids<Uuid>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_ORGANISATION_EDIT").await?;
+    let author = auth.author("STS_ORGANISATION_EDIT").await?;
     let id = id.get()?;
     let body: UpdateOrganisation = admin_body(&req, &state, payload).await?;
     let changes = organisations::Changes { name: body.name, roles: body.roles, deactivate: body.deactivate };
-    organisations::update(&state.ctx, &auth.meta, caller, id, changes).await?;
+    organisations::update(&state.ctx, &auth.meta, author, id, changes).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -145,9 +145,9 @@ pub async fn update(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn delete(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_ORGANISATION_DELETE").await?;
+    let author = auth.author("STS_ORGANISATION_DELETE").await?;
     let id = id.get()?;
-    organisations::delete(&state.ctx, &auth.meta, caller, id).await?;
+    organisations::delete(&state.ctx, &auth.meta, author, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -171,9 +171,9 @@ pub async fn members(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add_member(auth: Authenticated, state: State, path: Ids<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_ORGANISATION_EDIT").await?;
+    let author = auth.author("STS_ORGANISATION_EDIT").await?;
     let (id, user) = path.get()?;
-    memberships::add(&state.ctx, &auth.meta, caller, id, user).await?;
+    memberships::add(&state.ctx, &auth.meta, author, id, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -188,9 +188,9 @@ pub async fn remove_member(
     state: State,
     path: Ids<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_ORGANISATION_EDIT").await?;
+    let author = auth.author("STS_ORGANISATION_EDIT").await?;
     let (id, user) = path.get()?;
-    memberships::remove(&state.ctx, &auth.meta, caller, id, user).await?;
+    memberships::remove(&state.ctx, &auth.meta, author, id, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -52,7 +52,7 @@ pub async fn create(
     state: State,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_USER_CREATE").await?;
+    let author = auth.author("STS_USER_CREATE").await?;
     let body: CreateUser = admin_body(&req, &state, payload).await?;
     let kind = match body.kind.as_deref() {
         None | Some("USER") => Kind::User,
@@ -60,7 +60,7 @@ pub async fn create(
         Some(_) => return Err(ApiError::BadRequest("type must be USER or TECHNICAL".into())),
     };
     let new = NewUser { username: body.username, kind, password: body.password, system_roles: body.system_roles };
-    let created = users::create(&state.ctx, &auth.meta, Some((caller, grantable(&auth))), new).await?;
+    let created = users::create(&state.ctx, &auth.meta, (author, Some(grantable(&auth))), new).await?;
     let client_secret = created.client_secret.map(|s| s.expose().to_owned());
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
@@ -121,11 +121,11 @@ pub async fn update(
     id: Ids<Uuid>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_USER_EDIT").await?;
+    let author = auth.author("STS_USER_EDIT").await?;
     let id = id.get()?;
     let body: UpdateUser = admin_body(&req, &state, payload).await?;
     let changes = UserChanges { system_roles: body.system_roles, password: body.password, disabled: body.disabled };
-    users::update(&state.ctx, &auth.meta, (caller, grantable(&auth)), id, changes).await?;
+    users::update(&state.ctx, &auth.meta, (author, Some(grantable(&auth))), id, changes).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -135,9 +135,9 @@ pub async fn update(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn delete(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_USER_DELETE").await?;
+    let author = auth.author("STS_USER_DELETE").await?;
     let id = id.get()?;
-    users::delete(&state.ctx, &auth.meta, caller, id).await?;
+    users::delete(&state.ctx, &auth.meta, author, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -154,9 +154,9 @@ pub struct RotatedSecret {
     responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn rotate_secret(auth: Authenticated, state: State, id: Ids<Uuid>) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require("STS_USER_EDIT").await?;
+    let author = auth.author("STS_USER_EDIT").await?;
     let id = id.get()?;
-    let secret = users::rotate_secret(&state.ctx, &auth.meta, caller, id).await?;
+    let secret = users::rotate_secret(&state.ctx, &auth.meta, author, id).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(RotatedSecret { client_secret: secret.expose().to_owned() }))

@@ -14,6 +14,46 @@ use crate::store::types::{DbTime, DbUuid};
 /// of 10 KB) must not bloat the log.
 pub const MAX_FIELD_CHARS: usize = 256;
 
+/// Who performs an admin action: the token's `sub`, and `act.sub` if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub sub: Uuid,
+    pub actor: Option<Uuid>,
+}
+
+/// Who asks for an admin write.
+#[derive(Debug, Clone)]
+pub enum Author {
+    /// A valid token's subject (and actor). Whether their accounts are still
+    /// active is read inside the write's own transaction (`audited_write`):
+    /// one database check-out per write instead of two, and no window
+    /// between the check and the write. `route` names the request in the
+    /// denial event when an account turns out disabled or deleted.
+    Caller { caller: Caller, route: String },
+    /// The service itself: the bootstrap admin at start, `sts user create`.
+    System,
+}
+
+impl Author {
+    /// `event` with this author as its subject (and actor).
+    pub fn stamp(&self, event: AuditEvent) -> AuditEvent {
+        match self {
+            Self::Caller { caller, .. } => event.subject(caller.sub).actor(caller.actor),
+            Self::System => event.subject("system"),
+        }
+    }
+}
+
+/// The refusal of a caller whose account (or whose actor's account) was
+/// disabled or deleted after their token was issued.
+pub fn inactive_caller_denied(caller: Caller, route: &str) -> AuditEvent {
+    AuditEvent::new("admin.denied", Outcome::Denied)
+        .subject(caller.sub)
+        .actor(caller.actor)
+        .target(route)
+        .reason("401: user disabled or deleted")
+}
+
 /// Who asked, from where: taken from the request by the API layer.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
@@ -294,9 +334,14 @@ pub async fn record_now(
 /// written in that same transaction (so a change without its event cannot
 /// happen); `work` may add to the event (a reason). If anything fails, the
 /// transaction rolls back and the event is recorded as a failure instead.
+///
+/// A caller's account is read first, in the same transaction: if it has
+/// been disabled or deleted since their token was issued, nothing is
+/// written but a denial event, and the answer is 401.
 pub async fn audited_write<T, F>(
     ctx: &super::Context,
     meta: &RequestMeta,
+    author: &Author,
     event: AuditEvent,
     work: F,
 ) -> Result<T, super::ServiceError>
@@ -305,10 +350,21 @@ where
     T: Send + 'static,
 {
     let (clock, write_meta, mut success) = (ctx.clock.clone(), meta.clone(), event.clone());
+    let caller = match author {
+        Author::Caller { caller, .. } => Some(*caller),
+        Author::System => None,
+    };
     let result = ctx
         .store
         .run(move |conn| {
             crate::store::transaction(conn, |conn| {
+                if let Some(caller) = caller {
+                    for id in std::iter::once(caller.sub).chain(caller.actor) {
+                        if !crate::store::users::is_active(conn, DbUuid(id))? {
+                            return Err(super::ServiceError::CallerInactive);
+                        }
+                    }
+                }
                 let now = DbTime::from(clock.now());
                 let value = work(conn, now, &mut success)?;
                 record(conn, now.0, &write_meta, success)?;
@@ -316,5 +372,11 @@ where
             })
         })
         .await;
-    or_failure(ctx, meta, event, result).await
+    match (result, author) {
+        (Err(super::ServiceError::CallerInactive), Author::Caller { caller, route }) => {
+            record_now(ctx, meta, inactive_caller_denied(*caller, route)).await?;
+            Err(super::ServiceError::CallerInactive)
+        }
+        (result, _) => or_failure(ctx, meta, event, result).await,
+    }
 }

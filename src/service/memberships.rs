@@ -2,19 +2,14 @@
 
 use uuid::Uuid;
 
-use super::audit::{self, AuditEvent, Outcome, RequestMeta};
-use super::organisations::Caller;
+use super::audit::{self, AuditEvent, Author, Outcome, RequestMeta};
 use super::users::UserView;
 use super::{Context, ServiceError};
 use crate::store::types::DbUuid;
 use crate::store::{memberships, organisations, refresh_tokens, users};
 
-fn event(action: &'static str, caller: Caller, organisation: Uuid, user: Uuid) -> AuditEvent {
-    AuditEvent::new(action, Outcome::Success)
-        .subject(caller.sub)
-        .actor(caller.actor)
-        .organisation(Some(organisation))
-        .target(user)
+fn event(action: &'static str, author: &Author, organisation: Uuid, user: Uuid) -> AuditEvent {
+    author.stamp(AuditEvent::new(action, Outcome::Success).organisation(Some(organisation)).target(user))
 }
 
 pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, ServiceError> {
@@ -33,23 +28,29 @@ pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, Se
 pub async fn add(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Caller,
+    author: Author,
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, event("membership.add", caller, organisation, user), move |conn, now, _| {
-        let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
-        if users::find(conn, DbUuid(user))?.is_none() {
-            return Err(ServiceError::NotFound("user"));
-        }
-        if org.deactivated_at.is_some() {
-            return Err(ServiceError::Conflict("the organisation is deactivated".into()));
-        }
-        if !memberships::is_member(conn, org.id, DbUuid(user))? {
-            memberships::insert(conn, org.id, DbUuid(user), now)?;
-        }
-        Ok(())
-    })
+    audit::audited_write(
+        ctx,
+        meta,
+        &author,
+        event("membership.add", &author, organisation, user),
+        move |conn, now, _| {
+            let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
+            if users::find(conn, DbUuid(user))?.is_none() {
+                return Err(ServiceError::NotFound("user"));
+            }
+            if org.deactivated_at.is_some() {
+                return Err(ServiceError::Conflict("the organisation is deactivated".into()));
+            }
+            if !memberships::is_member(conn, org.id, DbUuid(user))? {
+                memberships::insert(conn, org.id, DbUuid(user), now)?;
+            }
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -57,19 +58,25 @@ pub async fn add(
 pub async fn remove(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Caller,
+    author: Author,
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, event("membership.remove", caller, organisation, user), move |conn, now, _| {
-        if !organisations::exists(conn, DbUuid(organisation))? {
-            return Err(ServiceError::NotFound("organisation"));
-        }
-        if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
-            return Err(ServiceError::NotFound("member"));
-        }
-        refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
-        Ok(())
-    })
+    audit::audited_write(
+        ctx,
+        meta,
+        &author,
+        event("membership.remove", &author, organisation, user),
+        move |conn, now, _| {
+            if !organisations::exists(conn, DbUuid(organisation))? {
+                return Err(ServiceError::NotFound("organisation"));
+            }
+            if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
+                return Err(ServiceError::NotFound("member"));
+            }
+            refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
+            Ok(())
+        },
+    )
     .await
 }

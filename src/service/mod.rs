@@ -25,6 +25,10 @@ pub enum ServiceError {
     /// Allowed to call, but not to do this (e.g. grant more than one holds).
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's account (or their actor's) was disabled or deleted
+    /// after their token was issued (401).
+    #[error("the caller's account is disabled or deleted")]
+    CallerInactive,
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Every password-hashing slot stayed busy for the whole queue timeout.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::audit::{self, AuditEvent, Outcome, RequestMeta};
+use super::audit::{self, AuditEvent, Author, Outcome, RequestMeta};
 use super::grants::ceiling_of;
 use super::{Context, ServiceError};
 use crate::domain::OrganisationRole;
@@ -16,13 +16,6 @@ use crate::store::organisations::{self as rows, OrganisationRow};
 pub use crate::store::organisations::{ListQuery, SortBy};
 use crate::store::types::{DbNames, DbUuid};
 use crate::store::{StoreError, memberships, users};
-
-/// Who performs an admin action: the token's `sub`, and `act.sub` if any.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub sub: Uuid,
-    pub actor: Option<Uuid>,
-}
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -62,21 +55,21 @@ fn role_names(roles: &[OrganisationRole]) -> Result<Vec<String>, ServiceError> {
     Ok(sorted.iter().map(|r| r.as_str().to_owned()).collect())
 }
 
-fn event(action: &'static str, caller: Caller, id: Uuid) -> AuditEvent {
-    AuditEvent::new(action, Outcome::Success).subject(caller.sub).actor(caller.actor).organisation(Some(id)).target(id)
+fn event(action: &'static str, author: &Author, id: Uuid) -> AuditEvent {
+    author.stamp(AuditEvent::new(action, Outcome::Success).organisation(Some(id)).target(id))
 }
 
 pub async fn create(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Caller,
+    author: Author,
     name: &str,
     roles: &[OrganisationRole],
     id: Option<Uuid>,
 ) -> Result<Uuid, ServiceError> {
     let id = id.unwrap_or_else(Uuid::new_v4);
     let (name, roles) = (name.to_owned(), roles.to_vec());
-    audit::audited_write(ctx, meta, event("organisation.create", caller, id), move |conn, now, _| {
+    audit::audited_write(ctx, meta, &author, event("organisation.create", &author, id), move |conn, now, _| {
         let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
         let roles = role_names(&roles)?;
         let row = OrganisationRow {
@@ -122,11 +115,11 @@ pub struct Changes {
 pub async fn update(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Caller,
+    author: Author,
     id: Uuid,
     changes: Changes,
 ) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, event("organisation.update", caller, id), move |conn, now, event| {
+    audit::audited_write(ctx, meta, &author, event("organisation.update", &author, id), move |conn, now, event| {
         if changes.name.is_none() && changes.roles.is_none() && changes.deactivate.is_none() {
             return Err(ServiceError::Invalid("nothing to change: give name, roles or deactivate".into()));
         }
@@ -170,8 +163,8 @@ pub async fn update(
     .await
 }
 
-pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, event("organisation.delete", caller, id), move |conn, _, _| {
+pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
+    audit::audited_write(ctx, meta, &author, event("organisation.delete", &author, id), move |conn, _, _| {
         // Memberships first (the lock order of `memberships::delete_all_of`);
         // refresh tokens go with the row (ON DELETE CASCADE); the audit log
         // has no foreign key and stays.

@@ -5,9 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::audit::{self, AuditEvent, Outcome, RequestMeta};
+use super::audit::{self, AuditEvent, Author, Outcome, RequestMeta};
 use super::grants::{TECHNICAL_KIND, USER_KIND};
-use super::organisations::Caller;
 use super::{Context, ServiceError};
 use crate::domain::roles::validate_system_roles;
 use crate::domain::{PermissionSet, names};
@@ -67,8 +66,8 @@ pub struct Created {
 }
 
 /// An admin acting on users: who they are, and the permissions their token
-/// holds, which bound what they may hand out.
-pub type Granter = (Caller, PermissionSet);
+/// holds, which bound what they may hand out (`None`: the service itself).
+pub type Granter = (Author, Option<PermissionSet>);
 
 /// No one hands out system-scoped permissions (STS_*, SYSTEM_*) their own
 /// token does not hold: an identity administrator cannot make anyone, or
@@ -84,12 +83,8 @@ fn check_grantable(ctx: &Context, roles: &[String], grantable: Option<&Permissio
     Ok(())
 }
 
-fn event(action: &'static str, caller: Option<Caller>, target: Uuid) -> AuditEvent {
-    let event = AuditEvent::new(action, Outcome::Success).target(target);
-    match caller {
-        Some(caller) => event.subject(caller.sub).actor(caller.actor),
-        None => event.subject("system"),
-    }
+fn event(action: &'static str, author: &Author, target: Uuid) -> AuditEvent {
+    author.stamp(AuditEvent::new(action, Outcome::Success).target(target))
 }
 
 fn new_secret() -> Result<Secret, ServiceError> {
@@ -99,18 +94,18 @@ fn new_secret() -> Result<Secret, ServiceError> {
 pub async fn create(
     ctx: &Context,
     meta: &RequestMeta,
-    granter: Option<Granter>,
+    (author, grantable): Granter,
     new: NewUser,
 ) -> Result<Created, ServiceError> {
     let id = Uuid::new_v4();
-    let event = event("user.create", granter.as_ref().map(|g| g.0), id);
+    let event = event("user.create", &author, id);
     // Checks and the (slow, async) password hash come before the write; a
     // refusal there is audited like one inside it.
     let prepared = async {
         let name = names::username(&new.username).map_err(|e| ServiceError::Invalid(format!("username {e}")))?;
         let system_roles =
             validate_system_roles(&ctx.config.roles, &new.system_roles).map_err(ServiceError::Invalid)?;
-        check_grantable(ctx, &system_roles, granter.as_ref().map(|g| &g.1))?;
+        check_grantable(ctx, &system_roles, grantable.as_ref())?;
         let credentials = match (new.kind, &new.password) {
             (Kind::User, Some(password)) => {
                 ctx.passwords.policy.check(password).map_err(ServiceError::Invalid)?;
@@ -132,7 +127,7 @@ pub async fn create(
         Err(e) => return audit::or_failure(ctx, meta, event, Err(e)).await,
     };
     let kind = if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND };
-    audit::audited_write(ctx, meta, event, move |conn, now, _| {
+    audit::audited_write(ctx, meta, &author, event, move |conn, now, _| {
         if rows::find_by_username(conn, &name.key)?.is_some() {
             return Err(ServiceError::Conflict("a user with this username exists".into()));
         }
@@ -157,8 +152,7 @@ pub async fn create(
 
 /// Whether the user exists and is not disabled.
 pub async fn is_active(ctx: &Context, id: Uuid) -> Result<bool, ServiceError> {
-    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
-    Ok(row.is_some_and(|r| r.disabled_at.is_none()))
+    ctx.store.run(move |conn| rows::is_active(conn, DbUuid(id)).map_err(ServiceError::from)).await
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
@@ -184,11 +178,11 @@ pub struct UserChanges {
 pub async fn update(
     ctx: &Context,
     meta: &RequestMeta,
-    (caller, grantable): Granter,
+    (author, grantable): Granter,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<(), ServiceError> {
-    let event = event("user.update", Some(caller), id);
+    let event = event("user.update", &author, id);
     let prepared = async {
         if changes.system_roles.is_none() && changes.password.is_none() && changes.disabled.is_none() {
             return Err(ServiceError::Invalid("nothing to change: give systemRoles, password or disabled".into()));
@@ -200,7 +194,7 @@ pub async fn update(
             .transpose()
             .map_err(ServiceError::Invalid)?;
         if let Some(roles) = &roles {
-            check_grantable(ctx, roles, Some(&grantable))?;
+            check_grantable(ctx, roles, grantable.as_ref())?;
         }
         let hash = match &changes.password {
             Some(password) => {
@@ -216,7 +210,7 @@ pub async fn update(
         Err(e) => return audit::or_failure(ctx, meta, event, Err(e)).await,
     };
     let disabled = changes.disabled;
-    audit::audited_write(ctx, meta, event, move |conn, now, _| {
+    audit::audited_write(ctx, meta, &author, event, move |conn, now, _| {
         let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
         // A new password and disabling are security events: every refresh
         // token of the user ends with them.
@@ -254,8 +248,8 @@ pub async fn update(
     .await
 }
 
-pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, event("user.delete", Some(caller), id), move |conn, _, _| {
+pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
+    audit::audited_write(ctx, meta, &author, event("user.delete", &author, id), move |conn, _, _| {
         // Memberships first: the lock order of `memberships::delete_all_of`.
         memberships::delete_all_of(conn, MembershipsOf::User(DbUuid(id)))?;
         if !rows::delete(conn, DbUuid(id))? {
@@ -270,12 +264,12 @@ pub async fn delete(ctx: &Context, meta: &RequestMeta, caller: Caller, id: Uuid)
 pub async fn rotate_secret(
     ctx: &Context,
     meta: &RequestMeta,
-    caller: Caller,
+    author: Author,
     id: Uuid,
 ) -> Result<Secret, ServiceError> {
     let secret = new_secret()?;
     let digest = opaque::digest(secret.expose());
-    audit::audited_write(ctx, meta, event("user.secret_rotate", Some(caller), id), move |conn, now, _| {
+    audit::audited_write(ctx, meta, &author, event("user.secret_rotate", &author, id), move |conn, now, _| {
         let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
         if row.kind != TECHNICAL_KIND {
             return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
@@ -314,6 +308,6 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
         password: Some(password.clone()),
         system_roles: vec![crate::domain::roles::ADMIN_ROLE.to_owned()],
     };
-    create(ctx, &RequestMeta::default(), None, new).await?;
+    create(ctx, &RequestMeta::default(), (Author::System, None), new).await?;
     Ok(generated.then_some((username, password)))
 }

@@ -44,6 +44,13 @@ pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>
     users::table.find(id).select(UserRow::as_select()).first(conn).optional()
 }
 
+/// Whether the user exists and is not disabled.
+pub fn is_active(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    let disabled_at: Option<Option<DbTime>> =
+        users::table.find(id).select(users::disabled_at).first(conn).optional()?;
+    Ok(matches!(disabled_at, Some(None)))
+}
+
 /// The user, share-locked on PostgreSQL until the transaction ends (see
 /// `memberships::member_for_grant`), for a grant without an organisation.
 pub fn find_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {

@@ -74,6 +74,65 @@ both_backends! {
         assert!(denied.len() >= 45, "each refusal is recorded ({})", denied.len());
     }
 
+    async fn case_35_36_a_caller_disabled_or_deleted_after_their_token_was_issued_can_write_nothing(app) {
+        let admin = app.admin_token().await;
+        let org = app.create_org(&admin, "Kept", &["ISSUER"]).await;
+        let member = app.create_user(&admin, "member", &["ISSUING_OPERATOR"]).await;
+        app.add_member(&admin, org, member).await;
+        let (robot, secret) = app.create_technical(&admin, "robot", &[]).await;
+        // Every write of the admin API, each with a body it would accept.
+        let writes = [
+            ("POST", "/api/sts/organisation/v1", "/api/sts/organisation/v1".to_owned(), json!({"name": "Fresh", "roles": ["ISSUER"]})),
+            ("PATCH", "/api/sts/organisation/v1/{id}", format!("/api/sts/organisation/v1/{org}"), json!({"name": "Renamed"})),
+            ("DELETE", "/api/sts/organisation/v1/{id}", format!("/api/sts/organisation/v1/{org}"), Value::Null),
+            ("PUT", "/api/sts/organisation/v1/{id}/member/{userId}", format!("/api/sts/organisation/v1/{org}/member/{robot}"), Value::Null),
+            ("DELETE", "/api/sts/organisation/v1/{id}/member/{userId}", format!("/api/sts/organisation/v1/{org}/member/{member}"), Value::Null),
+            ("POST", "/api/sts/user/v1", "/api/sts/user/v1".to_owned(), json!({"username": "fresh", "password": password_of("fresh"), "systemRoles": []})),
+            ("PATCH", "/api/sts/user/v1/{id}", format!("/api/sts/user/v1/{member}"), json!({"disabled": true})),
+            ("DELETE", "/api/sts/user/v1/{id}", format!("/api/sts/user/v1/{member}"), Value::Null),
+            ("POST", "/api/sts/user/v1/{id}/secret", format!("/api/sts/user/v1/{robot}/secret"), Value::Null),
+        ];
+        let mut listed: Vec<_> = writes.iter().map(|(m, p, _, _)| (m.to_lowercase(), *p)).collect();
+        let mut table: Vec<_> = sts::api::ROUTES.iter().filter(|(m, p)| *m != "get" && !p.starts_with("/api/sts/token")).map(|(m, p)| (m.to_string(), *p)).collect();
+        listed.sort();
+        table.sort();
+        assert_eq!(listed, table, "every write route of the route table is tried");
+        for (how, end) in [("disabled", json!({"disabled": true})), ("deleted", Value::Null)] {
+            let name = format!("{how}.admin");
+            let id = app.create_user(&admin, &name, &["ADMIN"]).await;
+            let token = app.login(&name, &password_of(&name), None).await["access_token"].as_str().expect("at").to_owned();
+            let ended = if end.is_null() {
+                app.delete(&format!("/api/sts/user/v1/{id}"), &admin).await
+            } else {
+                app.patch_json(&format!("/api/sts/user/v1/{id}"), &admin, &end).await
+            };
+            assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+            let before = counts(&app).await;
+            for (method, pattern, path, body) in &writes {
+                let request = app.client.request(Method::from_bytes(method.as_bytes()).expect("method"), app.url(path)).bearer_auth(&token);
+                let request = if body.is_null() { request } else { request.json(body) };
+                let response = request.send().await.expect("request");
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} {pattern} by a {how} admin");
+                let denied = app.audit(&admin, &format!("action=admin.denied&subject={id}")).await;
+                assert!(
+                    denied.iter().any(|e| e["targetId"] == format!("{method} {pattern}") && e["reason"] == "401: user disabled or deleted"),
+                    "{method} {pattern}: the refusal names the route ({denied:?})"
+                );
+            }
+            assert_eq!(counts(&app).await, before, "nothing changed for a {how} admin");
+            let kept: Value = app.get(&format!("/api/sts/organisation/v1/{org}"), &admin).await.json().await.expect("json");
+            assert_eq!(kept["name"], "Kept");
+            let member_view: Value = app.get(&format!("/api/sts/user/v1/{member}"), &admin).await.json().await.expect("json");
+            assert_ne!(member_view["disabled"], true, "the member was not disabled");
+            let robot_s = robot.to_string();
+            let old_secret = app.token_request(&[("grant_type", "client_credentials"), ("client_id", &robot_s), ("client_secret", &secret)]).await;
+            assert_eq!(old_secret.status(), StatusCode::OK, "the robot's secret was not rotated");
+            let since_login: Vec<_> = app.audit(&admin, &format!("subject={id}")).await.into_iter().filter(|e| e["action"] != "token.password").collect();
+            assert_eq!(since_login.len(), writes.len(), "one event per refused write: {since_login:?}");
+            assert!(since_login.iter().all(|e| e["action"] == "admin.denied"), "refusals only, no failed writes: {since_login:?}");
+        }
+    }
+
     async fn case_36_a_token_for_another_audience_or_an_expired_one_is_refused(app) {
         let (header, mut claims) = app.admin_parts().await;
         let key = app.signing_key(header["kid"].as_str().expect("kid"));
