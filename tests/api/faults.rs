@@ -131,6 +131,81 @@ async fn an_exhausted_pool_answers_503_within_the_acquire_timeout_on_postgres() 
     assert!(open <= 2.0, "no connection beyond the pool ({open})");
 }
 
+/// SECURITY.md case 44: the database connection dies in the middle of a
+/// rotation, after the old token was marked used and the new one stored,
+/// before COMMIT. The client gets 503, and nothing of the rotation remains:
+/// no new token, the old one unused and still good for exactly one
+/// rotation, no success in the audit log; the pool replaces the dead
+/// connection by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_rotation_leaves_the_old_token_good_and_no_new_one_on_postgres() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.database.statement_timeout_ms = 60_000).await;
+    let admin = app.admin_token().await;
+    let org = app.create_org(&admin, "Rotating", &["HOLDER"]).await;
+    let user = app.create_user(&admin, "holder", &["WALLET_USER"]).await;
+    app.add_member(&admin, org, user).await;
+    let login = app.login("holder", &crate::helpers::password_of("holder"), Some(org)).await;
+    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+    let tokens_before = app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens");
+    // The rotation's last statement before COMMIT is its audit insert: stall
+    // it there, so the UPDATE and the new token's INSERT have run.
+    app.db.execute_here(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(50); RETURN NEW; END $$",
+    );
+    app.db.execute_here(
+        "CREATE TRIGGER stall_rotation BEFORE INSERT ON audit_events FOR EACH ROW \
+         WHEN (NEW.action = 'token.refresh' AND NEW.outcome = 'SUCCESS') EXECUTE FUNCTION stall()",
+    );
+    let rotation = {
+        let (client, url, old) = (app.client.clone(), app.url("/api/sts/token/v1"), old.clone());
+        tokio::spawn(async move {
+            client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())]).send().await
+        })
+    };
+    let stalled = "SELECT COALESCE(MAX(pid), 0)::bigint AS value FROM pg_stat_activity \
+                   WHERE datname = current_database() AND state = 'active' AND query LIKE 'INSERT INTO \"audit_events\"%'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let pid = app.db.scalar(stalled);
+        if pid != 0 {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the rotation reaches its audit insert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let in_flight = app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens");
+    assert_eq!(in_flight, tokens_before, "uncommitted: the new token is not visible yet");
+    let cut = app.db.scalar(&format!("SELECT pg_terminate_backend({pid})::int::bigint AS value"));
+    assert_eq!(cut, 1, "the connection was cut");
+    let response = rotation.await.expect("task").expect("response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "the client is told to retry");
+    assert!(response.headers().contains_key("retry-after"));
+    app.db.execute_here("DROP TRIGGER stall_rotation ON audit_events");
+
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"), tokens_before, "no new token was kept");
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens WHERE consumed_at IS NOT NULL"),
+        0,
+        "the old one is unused"
+    );
+    let successes = "SELECT COUNT(*) AS value FROM audit_events WHERE action = 'token.refresh' AND outcome = 'SUCCESS'";
+    assert_eq!(app.db.scalar(successes), 0, "no rotation in the audit log");
+    // The retry the 503 asked for: the old token rotates once, as if the cut
+    // rotation had never started, and its successor works.
+    let retried: serde_json::Value = app
+        .token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)])
+        .await
+        .json()
+        .await
+        .expect("json");
+    let next = retried["refresh_token"].as_str().expect("rotated on retry, on a fresh connection").to_owned();
+    let onwards = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &next)]).await;
+    assert_eq!(onwards.status(), StatusCode::OK, "the successor rotates in turn");
+    assert_eq!(app.db.scalar(successes), 2);
+    let replayed = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)]).await;
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST, "the old token rotated once only");
+}
+
 /// Started while PostgreSQL refuses connections (with `wait_at_start`):
 /// liveness 200, readiness 503, token and admin routes 503 with
 /// Retry-After and never a token; when the database comes, it migrates and
