@@ -268,8 +268,7 @@ impl Passwords {
             .map_err(|_| ServiceError::Busy)?;
         let span = tracing::Span::current();
         let (memory, hashing) = (self.memory.clone(), self.hashing.clone());
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        crate::blocking::run(permit, move || {
             let started = Instant::now();
             let result = span.in_scope(|| work(&memory));
             hashing.record(started.elapsed());

@@ -156,8 +156,7 @@ impl Store {
             .map_err(|closed| E::from(StoreError::Unavailable(closed.to_string())))?;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let joined = crate::blocking::run(permit, move || {
             span.in_scope(|| {
                 let mut pooled = pool.get().map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
                 let result = work(&mut pooled.conn);
