@@ -11,7 +11,6 @@ use actix_web::{FromRequest, HttpRequest};
 use super::{State, request_meta};
 use crate::error::ApiError;
 use crate::service::audit::{self, AuditEvent, Author, Caller, Outcome, RequestMeta};
-use crate::service::users;
 use crate::tokens::AccessClaims;
 
 /// The audit subject of a request without a valid token.
@@ -35,12 +34,8 @@ impl Authenticated {
     /// been disabled or deleted; for routes that any valid token may use.
     pub async fn active(&self) -> Result<Caller, ApiError> {
         let caller = self.caller();
-        for id in std::iter::once(caller.sub).chain(caller.actor) {
-            if !users::is_active(&self.state.ctx, id).await? {
-                record_denial(&self.state, &self.meta, audit::inactive_caller_denied(caller, &self.action)).await?;
-                return Err(ApiError::Unauthenticated);
-            }
-        }
+        let author = Author::Caller { caller, route: self.action.clone() };
+        audit::refuse_inactive(&self.state.ctx, &self.meta, &author).await?;
         Ok(caller)
     }
 

@@ -46,12 +46,42 @@ impl Author {
 
 /// The refusal of a caller whose account (or whose actor's account) was
 /// disabled or deleted after their token was issued.
-pub fn inactive_caller_denied(caller: Caller, route: &str) -> AuditEvent {
+fn inactive_caller_denied(caller: Caller, route: &str) -> AuditEvent {
     AuditEvent::new("admin.denied", Outcome::Denied)
         .subject(caller.sub)
         .actor(caller.actor)
         .target(route)
         .reason("401: user disabled or deleted")
+}
+
+/// Whether the caller's user, and their actor's if any, exist and are not
+/// disabled.
+fn accounts_active(conn: &mut AnyConnection, caller: Caller) -> diesel::QueryResult<bool> {
+    for id in std::iter::once(caller.sub).chain(caller.actor) {
+        if !crate::store::users::is_active(conn, DbUuid(id))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Refuses (401, with the denial event) a caller disabled or deleted since
+/// their token was issued, on a check-out of its own: for reads, and for
+/// writes that do slow or revealing work before their transaction (hashing
+/// a password, judging which roles may be granted). A write's own
+/// transaction asks again (`audited_write`); that answer decides.
+pub async fn refuse_inactive(
+    ctx: &super::Context,
+    meta: &RequestMeta,
+    author: &Author,
+) -> Result<(), super::ServiceError> {
+    let Author::Caller { caller, route } = author else { return Ok(()) };
+    let caller = *caller;
+    if ctx.store.run(move |conn| accounts_active(conn, caller).map_err(super::ServiceError::from)).await? {
+        return Ok(());
+    }
+    record_now(ctx, meta, inactive_caller_denied(caller, route)).await?;
+    Err(super::ServiceError::CallerInactive)
 }
 
 /// Who asked, from where: taken from the request by the API layer.
@@ -358,12 +388,10 @@ where
         .store
         .run(move |conn| {
             crate::store::transaction(conn, |conn| {
-                if let Some(caller) = caller {
-                    for id in std::iter::once(caller.sub).chain(caller.actor) {
-                        if !crate::store::users::is_active(conn, DbUuid(id))? {
-                            return Err(super::ServiceError::CallerInactive);
-                        }
-                    }
+                if let Some(caller) = caller
+                    && !accounts_active(conn, caller)?
+                {
+                    return Err(super::ServiceError::CallerInactive);
                 }
                 let now = DbTime::from(clock.now());
                 let value = work(conn, now, &mut success)?;

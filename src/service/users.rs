@@ -99,6 +99,9 @@ pub async fn create(
 ) -> Result<Created, ServiceError> {
     let id = Uuid::new_v4();
     let event = event("user.create", &author, id);
+    // A caller disabled since their token was issued gets no hash computed
+    // and no judgement of their input.
+    audit::refuse_inactive(ctx, meta, &author).await?;
     // Checks and the (slow, async) password hash come before the write; a
     // refusal there is audited like one inside it.
     let prepared = async {
@@ -150,11 +153,6 @@ pub async fn create(
     Ok(Created { id, client_secret })
 }
 
-/// Whether the user exists and is not disabled.
-pub async fn is_active(ctx: &Context, id: Uuid) -> Result<bool, ServiceError> {
-    ctx.store.run(move |conn| rows::is_active(conn, DbUuid(id)).map_err(ServiceError::from)).await
-}
-
 pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
     let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
     row.map(Into::into).ok_or(ServiceError::NotFound("user"))
@@ -183,6 +181,7 @@ pub async fn update(
     changes: UserChanges,
 ) -> Result<(), ServiceError> {
     let event = event("user.update", &author, id);
+    audit::refuse_inactive(ctx, meta, &author).await?;
     let prepared = async {
         if changes.system_roles.is_none() && changes.password.is_none() && changes.disabled.is_none() {
             return Err(ServiceError::Invalid("nothing to change: give systemRoles, password or disabled".into()));

@@ -76,9 +76,11 @@ pub struct Store {
     pool: Pool,
     /// One permit per pooled connection, taken before the work leaves the
     /// async workers: requests wait for a connection as futures, not as
-    /// blocking threads parked in the pool, so a flood of requests never
-    /// grows tokio's blocking pool beyond the pool size (each parked thread
-    /// costs a stack and, with glibc, often an arena).
+    /// blocking threads parked in the pool, so a flood of requests keeps at
+    /// most pool-size database threads busy (each actix worker has its own
+    /// runtime and blocking pool, so idle ones are not shared: about
+    /// workers × (pool + hashing) threads at most, instead of one per
+    /// waiting request).
     connections: std::sync::Arc<tokio::sync::Semaphore>,
     acquire_timeout: Duration,
     url: DatabaseUrl,
@@ -149,16 +151,19 @@ impl Store {
         if !self.schema_ready() {
             return Err(E::from(StoreError::Unavailable("the schema is not migrated yet".into())));
         }
-        // The wait for a connection, bounded as before by the acquire timeout.
+        // The wait for a connection, permit and pool together, is bounded by
+        // the acquire timeout.
+        let started = std::time::Instant::now();
         let permit = tokio::time::timeout(self.acquire_timeout, self.connections.clone().acquire_owned())
             .await
             .map_err(|_| E::from(StoreError::Unavailable("timed out waiting for a database connection".into())))?
             .map_err(|closed| E::from(StoreError::Unavailable(closed.to_string())))?;
-        let pool = self.pool.clone();
+        let (pool, left) = (self.pool.clone(), self.acquire_timeout.saturating_sub(started.elapsed()));
         let span = tracing::Span::current();
         let joined = crate::blocking::run(permit, move || {
             span.in_scope(|| {
-                let mut pooled = pool.get().map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
+                // An idle connection is taken at once even when no time is left.
+                let mut pooled = pool.get_timeout(left).map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
                 let result = work(&mut pooled.conn);
                 // Checked when it returns to the pool (`Manager::has_broken`).
                 pooled.suspect = result.is_err();

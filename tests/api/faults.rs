@@ -162,8 +162,10 @@ async fn a_connection_cut_mid_rotation_leaves_the_old_token_good_and_no_new_one_
             client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())]).send().await
         })
     };
+    // Sleeping in the trigger, with a transaction id: the rotation has written.
     let stalled = "SELECT COALESCE(MAX(pid), 0)::bigint AS value FROM pg_stat_activity \
-                   WHERE datname = current_database() AND state = 'active' AND query LIKE 'INSERT INTO \"audit_events\"%'";
+                   WHERE datname = current_database() AND state = 'active' AND wait_event = 'PgSleep' \
+                   AND backend_xid IS NOT NULL AND query LIKE 'INSERT INTO \"audit_events\"%'";
     let deadline = Instant::now() + Duration::from_secs(20);
     let pid = loop {
         let pid = app.db.scalar(stalled);
@@ -190,6 +192,8 @@ async fn a_connection_cut_mid_rotation_leaves_the_old_token_good_and_no_new_one_
     );
     let successes = "SELECT COUNT(*) AS value FROM audit_events WHERE action = 'token.refresh' AND outcome = 'SUCCESS'";
     assert_eq!(app.db.scalar(successes), 0, "no rotation in the audit log");
+    let gone = format!("SELECT COUNT(*) AS value FROM pg_stat_activity WHERE pid = {pid}");
+    assert_eq!(app.db.scalar(&gone), 0, "the cut connection is gone");
     // The retry the 503 asked for: the old token rotates once, as if the cut
     // rotation had never started, and its successor works.
     let retried: serde_json::Value = app

@@ -92,6 +92,12 @@ both_backends! {
             ("DELETE", "/api/sts/user/v1/{id}", format!("/api/sts/user/v1/{member}"), Value::Null),
             ("POST", "/api/sts/user/v1/{id}/secret", format!("/api/sts/user/v1/{robot}/secret"), Value::Null),
         ];
+        // Writes whose input is judged, or a password hashed, before their
+        // transaction: the caller is refused before that, not after.
+        let judged_early = [
+            ("POST", "/api/sts/user/v1", "/api/sts/user/v1".to_owned(), json!({"username": "weak", "password": "short", "systemRoles": []})),
+            ("PATCH", "/api/sts/user/v1/{id}", format!("/api/sts/user/v1/{member}"), json!({"password": "short"})),
+        ];
         let mut listed: Vec<_> = writes.iter().map(|(m, p, _, _)| (m.to_lowercase(), *p)).collect();
         let mut table: Vec<_> = sts::api::ROUTES.iter().filter(|(m, p)| *m != "get" && !p.starts_with("/api/sts/token")).map(|(m, p)| (m.to_string(), *p)).collect();
         listed.sort();
@@ -108,7 +114,7 @@ both_backends! {
             };
             assert_eq!(ended.status(), StatusCode::NO_CONTENT);
             let before = counts(&app).await;
-            for (method, pattern, path, body) in &writes {
+            for (method, pattern, path, body) in writes.iter().chain(&judged_early) {
                 let request = app.client.request(Method::from_bytes(method.as_bytes()).expect("method"), app.url(path)).bearer_auth(&token);
                 let request = if body.is_null() { request } else { request.json(body) };
                 let response = request.send().await.expect("request");
@@ -123,12 +129,12 @@ both_backends! {
             let kept: Value = app.get(&format!("/api/sts/organisation/v1/{org}"), &admin).await.json().await.expect("json");
             assert_eq!(kept["name"], "Kept");
             let member_view: Value = app.get(&format!("/api/sts/user/v1/{member}"), &admin).await.json().await.expect("json");
-            assert_ne!(member_view["disabled"], true, "the member was not disabled");
+            assert_eq!(member_view["disabled"], false, "the member was not disabled: {member_view}");
             let robot_s = robot.to_string();
             let old_secret = app.token_request(&[("grant_type", "client_credentials"), ("client_id", &robot_s), ("client_secret", &secret)]).await;
             assert_eq!(old_secret.status(), StatusCode::OK, "the robot's secret was not rotated");
             let since_login: Vec<_> = app.audit(&admin, &format!("subject={id}")).await.into_iter().filter(|e| e["action"] != "token.password").collect();
-            assert_eq!(since_login.len(), writes.len(), "one event per refused write: {since_login:?}");
+            assert_eq!(since_login.len(), writes.len() + judged_early.len(), "one event per refused write: {since_login:?}");
             assert!(since_login.iter().all(|e| e["action"] == "admin.denied"), "refusals only, no failed writes: {since_login:?}");
         }
     }
