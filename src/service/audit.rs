@@ -360,8 +360,9 @@ pub async fn record_now(
     ctx.store.run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from)).await
 }
 
-/// One audited admin write: `work` runs in a transaction, and `event` is
-/// written in that same transaction (so a change without its event cannot
+/// One audited admin write: `work` runs in a transaction, and `event`,
+/// stamped with `author` as its subject (and actor), is written in that same
+/// transaction (so a change without its event cannot
 /// happen); `work` may add to the event (a reason). If anything fails, the
 /// transaction rolls back and the event is recorded as a failure instead.
 ///
@@ -379,6 +380,7 @@ where
     F: FnOnce(&mut AnyConnection, DbTime, &mut AuditEvent) -> Result<T, super::ServiceError> + Send + 'static,
     T: Send + 'static,
 {
+    let event = author.stamp(event);
     let (clock, write_meta, mut success) = (ctx.clock.clone(), meta.clone(), event.clone());
     let caller = match author {
         Author::Caller { caller, .. } => Some(*caller),

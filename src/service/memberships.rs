@@ -8,8 +8,8 @@ use super::{Context, ServiceError};
 use crate::store::types::DbUuid;
 use crate::store::{memberships, organisations, refresh_tokens, users};
 
-fn event(action: &'static str, author: &Author, organisation: Uuid, user: Uuid) -> AuditEvent {
-    author.stamp(AuditEvent::new(action, Outcome::Success).organisation(Some(organisation)).target(user))
+fn event(action: &'static str, organisation: Uuid, user: Uuid) -> AuditEvent {
+    AuditEvent::new(action, Outcome::Success).organisation(Some(organisation)).target(user)
 }
 
 pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, ServiceError> {
@@ -32,25 +32,19 @@ pub async fn add(
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    audit::audited_write(
-        ctx,
-        meta,
-        &author,
-        event("membership.add", &author, organisation, user),
-        move |conn, now, _| {
-            let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
-            if users::find(conn, DbUuid(user))?.is_none() {
-                return Err(ServiceError::NotFound("user"));
-            }
-            if org.deactivated_at.is_some() {
-                return Err(ServiceError::Conflict("the organisation is deactivated".into()));
-            }
-            if !memberships::is_member(conn, org.id, DbUuid(user))? {
-                memberships::insert(conn, org.id, DbUuid(user), now)?;
-            }
-            Ok(())
-        },
-    )
+    audit::audited_write(ctx, meta, &author, event("membership.add", organisation, user), move |conn, now, _| {
+        let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
+        if users::find(conn, DbUuid(user))?.is_none() {
+            return Err(ServiceError::NotFound("user"));
+        }
+        if org.deactivated_at.is_some() {
+            return Err(ServiceError::Conflict("the organisation is deactivated".into()));
+        }
+        if !memberships::is_member(conn, org.id, DbUuid(user))? {
+            memberships::insert(conn, org.id, DbUuid(user), now)?;
+        }
+        Ok(())
+    })
     .await
 }
 
@@ -62,21 +56,15 @@ pub async fn remove(
     organisation: Uuid,
     user: Uuid,
 ) -> Result<(), ServiceError> {
-    audit::audited_write(
-        ctx,
-        meta,
-        &author,
-        event("membership.remove", &author, organisation, user),
-        move |conn, now, _| {
-            if !organisations::exists(conn, DbUuid(organisation))? {
-                return Err(ServiceError::NotFound("organisation"));
-            }
-            if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
-                return Err(ServiceError::NotFound("member"));
-            }
-            refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
-            Ok(())
-        },
-    )
+    audit::audited_write(ctx, meta, &author, event("membership.remove", organisation, user), move |conn, now, _| {
+        if !organisations::exists(conn, DbUuid(organisation))? {
+            return Err(ServiceError::NotFound("organisation"));
+        }
+        if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
+            return Err(ServiceError::NotFound("member"));
+        }
+        refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
+        Ok(())
+    })
     .await
 }

@@ -55,8 +55,8 @@ fn role_names(roles: &[OrganisationRole]) -> Result<Vec<String>, ServiceError> {
     Ok(sorted.iter().map(|r| r.as_str().to_owned()).collect())
 }
 
-fn event(action: &'static str, author: &Author, id: Uuid) -> AuditEvent {
-    author.stamp(AuditEvent::new(action, Outcome::Success).organisation(Some(id)).target(id))
+fn event(action: &'static str, id: Uuid) -> AuditEvent {
+    AuditEvent::new(action, Outcome::Success).organisation(Some(id)).target(id)
 }
 
 pub async fn create(
@@ -69,7 +69,7 @@ pub async fn create(
 ) -> Result<Uuid, ServiceError> {
     let id = id.unwrap_or_else(Uuid::new_v4);
     let (name, roles) = (name.to_owned(), roles.to_vec());
-    audit::audited_write(ctx, meta, &author, event("organisation.create", &author, id), move |conn, now, _| {
+    audit::audited_write(ctx, meta, &author, event("organisation.create", id), move |conn, now, _| {
         let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
         let roles = role_names(&roles)?;
         let row = OrganisationRow {
@@ -119,7 +119,7 @@ pub async fn update(
     id: Uuid,
     changes: Changes,
 ) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, &author, event("organisation.update", &author, id), move |conn, now, event| {
+    audit::audited_write(ctx, meta, &author, event("organisation.update", id), move |conn, now, event| {
         if changes.name.is_none() && changes.roles.is_none() && changes.deactivate.is_none() {
             return Err(ServiceError::Invalid("nothing to change: give name, roles or deactivate".into()));
         }
@@ -164,7 +164,7 @@ pub async fn update(
 }
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, &author, event("organisation.delete", &author, id), move |conn, _, _| {
+    audit::audited_write(ctx, meta, &author, event("organisation.delete", id), move |conn, _, _| {
         // Memberships first (the lock order of `memberships::delete_all_of`);
         // refresh tokens go with the row (ON DELETE CASCADE); the audit log
         // has no foreign key and stays.

@@ -83,8 +83,8 @@ fn check_grantable(ctx: &Context, roles: &[String], grantable: Option<&Permissio
     Ok(())
 }
 
-fn event(action: &'static str, author: &Author, target: Uuid) -> AuditEvent {
-    author.stamp(AuditEvent::new(action, Outcome::Success).target(target))
+fn event(action: &'static str, target: Uuid) -> AuditEvent {
+    AuditEvent::new(action, Outcome::Success).target(target)
 }
 
 fn new_secret() -> Result<Secret, ServiceError> {
@@ -98,7 +98,7 @@ pub async fn create(
     new: NewUser,
 ) -> Result<Created, ServiceError> {
     let id = Uuid::new_v4();
-    let event = event("user.create", &author, id);
+    let event = event("user.create", id);
     // A caller disabled since their token was issued gets no hash computed
     // and no judgement of their input.
     audit::refuse_inactive(ctx, meta, &author).await?;
@@ -127,7 +127,7 @@ pub async fn create(
     };
     let (name, system_roles, (password_hash, secret_digest, client_secret)) = match prepared.await {
         Ok(prepared) => prepared,
-        Err(e) => return audit::or_failure(ctx, meta, event, Err(e)).await,
+        Err(e) => return audit::or_failure(ctx, meta, author.stamp(event), Err(e)).await,
     };
     let kind = if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND };
     audit::audited_write(ctx, meta, &author, event, move |conn, now, _| {
@@ -180,7 +180,7 @@ pub async fn update(
     id: Uuid,
     changes: UserChanges,
 ) -> Result<(), ServiceError> {
-    let event = event("user.update", &author, id);
+    let event = event("user.update", id);
     audit::refuse_inactive(ctx, meta, &author).await?;
     let prepared = async {
         if changes.system_roles.is_none() && changes.password.is_none() && changes.disabled.is_none() {
@@ -206,7 +206,7 @@ pub async fn update(
     };
     let (roles, hash) = match prepared.await {
         Ok(prepared) => prepared,
-        Err(e) => return audit::or_failure(ctx, meta, event, Err(e)).await,
+        Err(e) => return audit::or_failure(ctx, meta, author.stamp(event), Err(e)).await,
     };
     let disabled = changes.disabled;
     audit::audited_write(ctx, meta, &author, event, move |conn, now, _| {
@@ -248,7 +248,7 @@ pub async fn update(
 }
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
-    audit::audited_write(ctx, meta, &author, event("user.delete", &author, id), move |conn, _, _| {
+    audit::audited_write(ctx, meta, &author, event("user.delete", id), move |conn, _, _| {
         // Memberships first: the lock order of `memberships::delete_all_of`.
         memberships::delete_all_of(conn, MembershipsOf::User(DbUuid(id)))?;
         if !rows::delete(conn, DbUuid(id))? {
@@ -268,7 +268,7 @@ pub async fn rotate_secret(
 ) -> Result<Secret, ServiceError> {
     let secret = new_secret()?;
     let digest = opaque::digest(secret.expose());
-    audit::audited_write(ctx, meta, &author, event("user.secret_rotate", &author, id), move |conn, now, _| {
+    audit::audited_write(ctx, meta, &author, event("user.secret_rotate", id), move |conn, now, _| {
         let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
         if row.kind != TECHNICAL_KIND {
             return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
