@@ -139,6 +139,58 @@ both_backends! {
         }
     }
 
+    async fn case_35_36_a_delegated_token_dies_with_its_actor_not_only_with_its_subject(app) {
+        let admin = app.admin_token().await;
+        let org = app.create_org(&admin, "Delegating", &["ISSUER"]).await;
+        let user = app.create_user(&admin, "principal", &["ISSUING_OPERATOR"]).await;
+        let (actor, secret) = app.create_technical(&admin, "delegate", &["DELEGATION_SERVICE", "ISSUING_OPERATOR"]).await;
+        for member in [user, actor] {
+            app.add_member(&admin, org, member).await;
+        }
+        let subject = app.login("principal", &password_of("principal"), Some(org)).await["access_token"].as_str().expect("at").to_owned();
+        let actor_s = actor.to_string();
+        let actor_token: Value = app.token_request(&[("grant_type", "client_credentials"), ("client_id", &actor_s), ("client_secret", &secret)]).await.json().await.expect("json");
+        let org_s = org.to_string();
+        let delegated: Value = app
+            .token_request(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", &subject),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                ("actor_token", actor_token["access_token"].as_str().expect("at")),
+                ("actor_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                ("organisation_id", &org_s),
+            ])
+            .await
+            .json()
+            .await
+            .expect("json");
+        let delegated = delegated["access_token"].as_str().expect("a delegated token").to_owned();
+        assert_eq!(crate::helpers::claims(&delegated)["act"], json!({"sub": actor_s}));
+        let routes = ["/api/sts/me/v1", "/api/sts/role/v1"];
+        for route in routes {
+            assert_eq!(app.get(route, &delegated).await.status(), StatusCode::OK, "{route} before the actor is disabled");
+        }
+
+        let disabled = app.patch_json(&format!("/api/sts/user/v1/{actor}"), &admin, &json!({"disabled": true})).await;
+        assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
+        for route in routes {
+            assert_eq!(app.get(route, &delegated).await.status(), StatusCode::UNAUTHORIZED, "{route} once the actor is disabled");
+            assert_eq!(app.get(route, &subject).await.status(), StatusCode::OK, "{route}: the subject's own token is not affected");
+        }
+        let denied = app.audit(&admin, &format!("action=admin.denied&subject={user}")).await;
+        assert_eq!(denied.len(), routes.len(), "one refusal per route: {denied:?}");
+        for event in &denied {
+            assert_eq!(event["actor"], actor_s, "the refusal names the actor: {event}");
+            assert_eq!(event["reason"], "401: user disabled or deleted");
+        }
+
+        let enabled = app.patch_json(&format!("/api/sts/user/v1/{actor}"), &admin, &json!({"disabled": false})).await;
+        assert_eq!(enabled.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.get(routes[0], &delegated).await.status(), StatusCode::OK, "re-enabling the actor revives an unexpired token");
+        assert_eq!(app.delete(&format!("/api/sts/user/v1/{actor}"), &admin).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.get(routes[0], &delegated).await.status(), StatusCode::UNAUTHORIZED, "once the actor is deleted");
+    }
+
     async fn case_36_a_token_for_another_audience_or_an_expired_one_is_refused(app) {
         let (header, mut claims) = app.admin_parts().await;
         let key = app.signing_key(header["kid"].as_str().expect("kid"));
