@@ -167,6 +167,37 @@ both_backends! {
         assert_eq!(old.status(), StatusCode::UNAUTHORIZED, "the old secret stops working at rotation");
     }
 
+    async fn client_credentials_judge_the_secret_before_the_organisation(app) {
+        let admin = app.admin_token().await;
+        let (id, secret) = app.create_technical(&admin, "outsider", &["ISSUING_OPERATOR"]).await;
+        let elsewhere = app.create_org(&admin, "Not Theirs", &["ISSUER"]).await.to_string();
+        let id_s = id.to_string();
+        let ask = |secret: String, organisation: Option<String>| {
+            let app = &app;
+            let id_s = id_s.clone();
+            async move {
+                let mut form = vec![("grant_type", "client_credentials".to_owned()), ("client_id", id_s), ("client_secret", secret)];
+                form.extend(organisation.map(|o| ("organisation_id", o)));
+                let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                error_of(app.token_request(&form).await).await
+            }
+        };
+        let refused_grant = (StatusCode::BAD_REQUEST, "invalid_grant".to_owned());
+        let refused_client = (StatusCode::UNAUTHORIZED, "invalid_client".to_owned());
+        assert_eq!(ask(secret.clone(), Some(elsewhere.clone())).await, refused_grant, "the right secret, not a member");
+        assert_eq!(ask("wrong".into(), Some(elsewhere.clone())).await, refused_client, "a wrong secret says nothing of membership");
+        assert_eq!(ask("wrong".into(), None).await, refused_client);
+        let disabled = app.patch_json(&format!("/api/sts/user/v1/{id}"), &admin, &json!({"disabled": true})).await;
+        assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
+        assert_eq!(ask(secret.clone(), None).await, refused_grant, "the right secret, disabled");
+        assert_eq!(ask("wrong".into(), None).await, refused_client, "a wrong secret says nothing of the account's state");
+        let person = app.create_user(&admin, "person", &["ISSUING_OPERATOR"]).await.to_string();
+        let as_person = app.token_request(&[("grant_type", "client_credentials"), ("client_id", &person), ("client_secret", &password_of("person"))]).await;
+        assert_eq!(error_of(as_person).await, refused_client, "a person is not a client");
+        let reasons: Vec<_> = app.audit(&admin, "action=token.client_credentials").await.into_iter().map(|e| e["reason"].clone()).collect();
+        assert!(reasons.contains(&json!("user disabled")) && reasons.contains(&json!("invalid client credentials")), "{reasons:?}");
+    }
+
     async fn token_exchange_switches_organisation_and_delegates_with_act(app) {
         let (admin, org, user, username) = member_of_issuer(&app).await;
         let second = app.create_org(&admin, "Employee Credentials", &["ISSUER", "VERIFIER"]).await;
