@@ -53,6 +53,8 @@ pub async fn metrics(state: State) -> HttpResponse {
         metrics::counter!("password_hashes_total").absolute(runs);
         // A counter (monotonic, integer): microseconds rather than seconds.
         metrics::counter!("password_hash_microseconds_total").absolute((seconds * 1e6) as u64);
+        // argon2 buffers kept for the next hash (freed after 30 s without one).
+        metrics::gauge!("password_hash_buffers_held").set(state.ctx.passwords.buffers_held() as f64);
     });
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.handle().render())
 }

@@ -52,6 +52,7 @@ both_backends! {
         let after = metrics().await;
         assert_eq!(value(&after, "password_hashes_total") - value(&before, "password_hashes_total").max(0.0), 1.0, "{after}");
         assert!(value(&after, "password_hash_microseconds_total") > value(&before, "password_hash_microseconds_total"), "{after}");
+        assert_eq!(value(&after, "password_hash_buffers_held"), 1.0, "one login at a time keeps one argon2 buffer for the next: {after}");
     }
 
     async fn an_oversized_body_gets_413(app) {
