@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware::from_fn, web};
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::api::{self, AppState};
 use crate::clock::Clock;
@@ -176,7 +175,7 @@ impl Application {
         let state = web::Data::new(AppState {
             ctx,
             shutting_down: Arc::new(AtomicBool::new(false)),
-            metrics: Arc::new(PrometheusBuilder::new().build_recorder()),
+            metrics: crate::telemetry::metrics_recorder(),
         });
         let data = state.clone();
         let server = HttpServer::new(move || {
