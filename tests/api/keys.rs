@@ -1,7 +1,8 @@
 //! Signing-key rotation as a caching verifier lives through it: two full
 //! rotations on the simulated clock with a token every 30 s and zero
 //! refusals; the same run with a key that signs at once (Hydra's way) is
-//! refused; several instances on one keys directory agree.
+//! refused; several instances on one keys directory agree; a rotation
+//! under a load of grants fails none of them.
 
 use std::collections::BTreeSet;
 
@@ -101,6 +102,9 @@ fn header_kid(token: &str) -> String {
     let header: Value = serde_json::from_slice(&header).expect("json");
     header["kid"].as_str().expect("kid").to_owned()
 }
+
+/// Parallel lanes of grants in the rotation-under-load case.
+const LANES: usize = 4;
 
 /// A one-day rotation period (the shortest there is), Core's cache timings.
 fn one_day(settings: &mut Settings) {
@@ -215,6 +219,72 @@ both_backends! {
         let (jwks, _) = app.jwks().await;
         let kids: BTreeSet<&str> = jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
         assert_eq!(kids, BTreeSet::from([fresh.as_str()]), "the compromised key is gone");
+    }
+
+    async fn case_49_a_rotation_under_load_fails_no_grant_and_every_token_verifies_under_its_kid(app) {
+        let admin = app.admin_token().await;
+        let (client, secret) = app.create_technical(&admin, "busy-backend", &[]).await;
+        let first = signing_kid(&app).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Lanes of client-credentials grants, each answer kept with the
+        // moments its request was sent and answered.
+        let lanes: Vec<_> = (0..LANES)
+            .map(|_| {
+                let (http, url, stop) = (app.client.clone(), app.url("/api/sts/token/v1"), stop.clone());
+                let form = [("grant_type", "client_credentials".to_owned()), ("client_id", client.to_string()), ("client_secret", secret.clone())];
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let sent = std::time::Instant::now();
+                        let response = http.post(&url).form(&form).send().await.expect("request");
+                        let status = response.status();
+                        let body: Value = response.json().await.expect("json");
+                        answers.push((sent, std::time::Instant::now(), status, body["access_token"].as_str().unwrap_or_default().to_owned()));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+        pause().await;
+        let timing = *app.ctx.keys.timing();
+        keys::rotate(&KeyDir::new(app.keys_dir()), &timing, app.clock.now()).expect("rotate");
+        app.tick_keys().await;
+        pause().await;
+        // Taken before the clock moves: a background tick may promote from then on.
+        let promotable = std::time::Instant::now();
+        app.clock.advance(timing.pre_publication_lead());
+        app.tick_keys().await;
+        let promoted = std::time::Instant::now();
+        pause().await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answers = Vec::new();
+        for lane in lanes {
+            answers.extend(lane.await.expect("lane"));
+        }
+
+        let refused: Vec<_> = answers.iter().filter(|(_, _, status, _)| *status != StatusCode::OK).map(|(_, _, s, _)| *s).collect();
+        assert_eq!(refused, Vec::<StatusCode>::new(), "every grant through the rotation succeeds ({} in all)", answers.len());
+        let (jwks, _) = app.jwks().await;
+        let published = core_key_set(&jwks).expect("Core accepts the set");
+        let second = signing_kid(&app).await;
+        assert_ne!(second, first, "promoted");
+        for (sent, answered, _, token) in &answers {
+            let kid = header_kid(token);
+            let key = published.get(&kid).unwrap_or_else(|| panic!("{kid} is published"));
+            let (signed, signature) = token.rsplit_once('.').expect("three parts");
+            let signature = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature).expect("b64");
+            let signature = ed25519_dalek::Signature::from_slice(&signature).expect("64 bytes");
+            key.verify_strict(signed.as_bytes(), &signature).unwrap_or_else(|e| panic!("a token of {kid} verifies under {kid}: {e}"));
+            if *answered < promotable {
+                assert_eq!(kid, first, "the published next key signs nothing before its lead has passed");
+            }
+            if *sent > promoted {
+                assert_eq!(kid, second, "once promoted, the new key signs every token");
+            }
+        }
+        let counted = |kid: &str| answers.iter().filter(|(_, _, _, t)| header_kid(t) == kid).count();
+        assert!(counted(&first) > 0 && counted(&second) > 0, "grants ran on both sides of the promotion");
     }
 
     async fn the_jwks_meets_cores_rule_in_every_state(app) {
