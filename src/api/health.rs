@@ -40,8 +40,8 @@ pub async fn ready(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    description = "Prometheus text: request counts and latency histograms per route and status, pool \
-                   connections, password comparisons, argon2 runs and their total time.",
+    description = "Prometheus text: request counts and latency summaries per route and status, pool \
+                   connections, password comparisons, argon2 runs, their total time and the argon2 buffers held.",
     responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(state: State) -> HttpResponse {
     let (connections, idle) = state.ctx.store.pool_state();

@@ -10,7 +10,7 @@ use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
 use crate::store;
 use crate::store::types::DbUuid;
-use crate::store::users::{self, UserRow};
+use crate::store::users;
 use crate::tokens::opaque;
 
 const ACTION: &str = "token.client_credentials";
@@ -35,11 +35,22 @@ pub async fn client_credentials(
             store::transaction::<_, GrantError, _>(conn, |conn| {
                 let now = ctx2.now();
                 let id = Uuid::parse_str(client_id.trim()).ok();
-                let authenticates = |user: &UserRow| {
-                    user.kind == TECHNICAL_KIND
-                        && secret.expose().len() <= MAX_SECRET_BYTES
-                        && user.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
+                // The secret is judged first, on an unlocked read of its own:
+                // a wrong secret then costs the same one read whatever the
+                // client's membership or state, and takes no lock. Checking
+                // it against the row `authorise` reads would save that read
+                // on success but let the number of reads (the answer's time)
+                // tell a stranger whether the client is a member or disabled
+                // (docs/PERFORMANCE.md).
+                let user = match id {
+                    Some(id) => users::find(conn, DbUuid(id))?,
+                    None => None,
                 };
+                let authenticated = user.as_ref().is_some_and(|u| {
+                    u.kind == TECHNICAL_KIND
+                        && secret.expose().len() <= MAX_SECRET_BYTES
+                        && u.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
+                });
                 let fail = |conn: &mut _, reason: &str, client: bool| -> Result<_, GrantError> {
                     let event = AuditEvent::new(ACTION, Outcome::Failure)
                         .subject(id.map_or_else(|| client_id.clone(), |i| i.to_string()))
@@ -48,20 +59,12 @@ pub async fn client_credentials(
                     audit::record(conn, now, &meta, event)?;
                     Ok(Err((client, reason.to_owned())))
                 };
-                let Some(id) = id else { return fail(conn, "invalid client credentials", true) };
-                // The user is read once on the way to a token: the secret is
-                // checked against the row `authorise` cleared. Only a refusal
-                // reads it again, so that a wrong secret is told apart from
-                // an unauthorised client (and wins over it).
+                let Some(id) = id.filter(|_| authenticated) else {
+                    return fail(conn, "invalid client credentials", true);
+                };
                 let authorised = match authorise(conn, &ctx2.config.roles, id, organisation)? {
-                    Ok(authorised) if authenticates(&authorised.user) => authorised,
-                    Ok(_) => return fail(conn, "invalid client credentials", true),
-                    Err(reason) => {
-                        return match users::find(conn, DbUuid(id))? {
-                            Some(user) if authenticates(&user) => fail(conn, &reason, false),
-                            _ => fail(conn, "invalid client credentials", true),
-                        };
-                    }
+                    Ok(a) => a,
+                    Err(reason) => return fail(conn, &reason, false),
                 };
                 let (access_token, expires_in) =
                     Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
