@@ -1,7 +1,7 @@
-# What bench/run and bench/ab share: starting an `sts` under test. Source it
-# after scripts/lib/postgres.sh, with LOADGEN (the loadgen binary), WORK (a
-# scratch directory) and CHILDREN (an array of pids the caller kills on
-# exit) set.
+# What bench/run and bench/ab share: starting an `sts` under test and
+# measuring its size. Source it after scripts/lib/postgres.sh, with LOADGEN
+# (the loadgen binary), WORK (a scratch directory) and CHILDREN (an array of
+# pids the caller kills on exit) set.
 
 # The bootstrap administrator of every instance under test.
 ADMIN=bench-admin ADMIN_PASSWORD=bench-admin-password-long-enough
@@ -35,3 +35,6 @@ EOT
     printf -v "${name}_PID" '%s' "$pid"
     printf -v "${name}_BASE" '%s' "http://127.0.0.1:$port"
 }
+
+# bench_rss_kib PID: the resident size of PID in KiB.
+bench_rss_kib() { "$LOADGEN" rss --pid "$1" | sed -E 's/.*rss_kib=([0-9]+).*/\1/'; }

@@ -28,7 +28,7 @@ pub fn init(level: &str, format: LogFormat) {
 
 /// How often the histogram samples recorded since the last time are folded
 /// into their summaries.
-pub const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// The recorder behind `/metrics`, with its upkeep running on the current
 /// runtime. `build_recorder` (unlike the exporter's own HTTP listener)

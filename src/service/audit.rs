@@ -306,10 +306,7 @@ pub async fn or_failure<T>(
     }
     event.outcome = Outcome::Failure;
     event.reason = Some(error.to_string());
-    let (clock, meta) = (ctx.clock.clone(), meta.clone());
-    let written =
-        ctx.store.run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from)).await;
-    if let Err(e) = written {
+    if let Err(e) = record_now(ctx, meta, event).await {
         tracing::warn!(error = %e, "could not record a failure event");
     }
     result
