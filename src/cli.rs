@@ -65,6 +65,8 @@ pub enum KeyCommand {
     /// Delete a key. Refuses the current key, and a retired key that may
     /// still verify live tokens unless --force.
     Remove {
+        /// Key ids are base64url, so one may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Remove a retired key even though tokens it signed may be live.
         #[arg(long)]

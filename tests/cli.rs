@@ -193,6 +193,19 @@ fn listed(dir: &std::path::Path) -> Vec<(String, String)> {
 }
 
 #[test]
+fn key_remove_takes_a_kid_that_begins_with_a_hyphen() {
+    // Key ids are base64url: one in 64 begins with `-`, which a command-line
+    // parser would take for an option.
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(key(dir.path(), &["rotate"]).0, Some(0));
+    for args in [&["remove", "-iXyz"][..], &["remove", "--force", "-iXyz"], &["remove", "-iXyz", "--force"]] {
+        let (code, _, stderr) = key(dir.path(), args);
+        assert_eq!(code, Some(2), "{args:?}");
+        assert!(stderr.contains("no key -iXyz"), "{args:?}: the kid is read as a kid: {stderr}");
+    }
+}
+
+#[test]
 fn key_rotate_publishes_a_next_key_and_remove_refuses_keys_that_may_verify_live_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, stdout, _) = key(dir.path(), &["rotate"]);
