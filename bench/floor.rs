@@ -1,0 +1,431 @@
+//! The floor under R2, R3 and R6: the refresh grant, the token exchange and
+//! the create-organisation request served by the least code this stack
+//! allows, to tell what the machine permits from what `sts` costs.
+//!
+//! It answers `POST /api/sts/token/v1` (`grant_type=refresh_token` and the
+//! token exchange) and `POST /api/sts/organisation/v1` the way `sts` does on
+//! their successful paths, with the same statements in the same transaction
+//! (`bench/pgbench/*.sql`), the same opaque-token code, the same signature
+//! (`KeyRing::sign` with the PostgreSQL instance's own key, claims templated
+//! from a token that instance issued) and the same token verification
+//! (`Verifier::verify`, for the subject token and the administrator's bearer
+//! token). What it leaves out is everything that is `sts` rather than the
+//! operation: no authorisation logic or permission sets (the template's
+//! permissions are reused), no input checks beyond what the statements need,
+//! no audit log line, no tracing or metrics, no middleware. Its database driver is
+//! tokio-postgres, asynchronous, with statements prepared once per connection
+//! and connections pooled per actix worker, so the statements run on the
+//! async workers with no hand-off to a blocking thread.
+//!
+//! `grant_type=password` starts a family and signs a token without checking
+//! anything (no argon2): the load generator's lanes log in before they are
+//! measured.
+//!
+//! `cargo run --release --example floor -- DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL]`
+//! (SETUP_FILE is `loadgen setup`'s output; POOL connections in all, split
+//! between the workers.)
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use sts::clock::SystemClock;
+use sts::tokens::claims::Audience;
+use sts::tokens::{AccessClaims, KeyRing, Verifier, opaque};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement};
+use uuid::Uuid;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The statements of a refresh grant, as `sts` sends them (`$n` for binds).
+const FIND: &str = r#"SELECT "refresh_tokens"."id", "refresh_tokens"."digest", "refresh_tokens"."family_id", "refresh_tokens"."user_id", "refresh_tokens"."organisation_id", "refresh_tokens"."issued_at", "refresh_tokens"."expires_at", "refresh_tokens"."family_expires_at", "refresh_tokens"."consumed_at", "refresh_tokens"."revoked_at" FROM "refresh_tokens" WHERE ("refresh_tokens"."digest" = $1) LIMIT $2"#;
+const MEMBER: &str = r#"SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at", "organisations"."id", "organisations"."name", "organisations"."name_key", "organisations"."roles", "organisations"."created_at", "organisations"."last_modified", "organisations"."deactivated_at" FROM (("memberships" INNER JOIN "users" ON ("memberships"."user_id" = "users"."id")) INNER JOIN "organisations" ON ("memberships"."organisation_id" = "organisations"."id")) WHERE (("memberships"."organisation_id" = $1) AND ("memberships"."user_id" = $2)) LIMIT $3 FOR SHARE"#;
+const LOCK: &str =
+    r#"SELECT "refresh_tokens"."id" FROM "refresh_tokens" WHERE ("refresh_tokens"."id" = $1) FOR UPDATE"#;
+const CONSUME: &str =
+    "UPDATE refresh_tokens SET consumed_at = $1 WHERE id = $2 AND consumed_at IS NULL AND revoked_at IS NULL";
+const INSERT: &str = r#"INSERT INTO "refresh_tokens" ("id", "digest", "family_id", "user_id", "organisation_id", "issued_at", "expires_at", "family_expires_at", "consumed_at", "revoked_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#;
+const ORGANISATION: &str = r#"SELECT "organisations"."id", "organisations"."name", "organisations"."name_key", "organisations"."roles", "organisations"."created_at", "organisations"."last_modified", "organisations"."deactivated_at" FROM "organisations" WHERE ("organisations"."id" = $1) LIMIT $2"#;
+const CALLER: &str = r#"SELECT "users"."disabled_at" FROM "users" WHERE ("users"."id" = $1) LIMIT $2"#;
+const CREATE_ORGANISATION: &str = r#"INSERT INTO "organisations" ("id", "name", "name_key", "roles", "created_at", "last_modified", "deactivated_at") VALUES ($1, $2, $3, $4, $5, $6, $7)"#;
+const AUDIT: &str = r#"INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#;
+
+/// `sts`'s default lifetimes (config/default.toml), and bench/lib.sh's
+/// access-token lifetime (the longest a verified token may claim).
+const REFRESH_TTL: i64 = 28_800;
+const FAMILY_TTL: i64 = 86_400;
+const ACCESS_TTL: u64 = 3_600;
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+struct Conn {
+    client: Client,
+    find: Statement,
+    member: Statement,
+    lock: Statement,
+    consume: Statement,
+    insert: Statement,
+    audit: Statement,
+    organisation: Statement,
+    caller: Statement,
+    create_organisation: Statement,
+}
+
+impl Conn {
+    async fn connect(url: &str) -> Res<Self> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        // Runs on the worker's own runtime, next to the requests that use it.
+        actix_web::rt::spawn(async move {
+            if let Err(e) = connection.await {
+                eprintln!("floor: connection ended: {e}");
+            }
+        });
+        client.batch_execute("SET TIME ZONE 'UTC'").await?;
+        Ok(Self {
+            find: client.prepare(FIND).await?,
+            member: client.prepare(MEMBER).await?,
+            lock: client.prepare(LOCK).await?,
+            consume: client.prepare(CONSUME).await?,
+            insert: client.prepare(INSERT).await?,
+            audit: client.prepare(AUDIT).await?,
+            organisation: client.prepare(ORGANISATION).await?,
+            caller: client.prepare(CALLER).await?,
+            create_organisation: client.prepare(CREATE_ORGANISATION).await?,
+            client,
+        })
+    }
+}
+
+/// One worker's connections: a permit per connection, waited for as a future.
+struct Pool {
+    idle: Mutex<Vec<Conn>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Pool {
+    async fn with<T>(&self, work: impl AsyncFnOnce(&mut Conn) -> Res<T>) -> Res<T> {
+        let _permit = self.permits.acquire().await?;
+        let mut conn = self.idle.lock().map_err(|_| "pool poisoned")?.pop().ok_or("no idle connection")?;
+        let result = work(&mut conn).await;
+        self.idle.lock().map_err(|_| "pool poisoned")?.push(conn);
+        result
+    }
+}
+
+/// What every worker shares: the key ring, the verifier and the claims template.
+struct Shared {
+    ring: KeyRing,
+    verifier: Verifier,
+    template: AccessClaims,
+    user: Uuid,
+    organisation: Option<Uuid>,
+}
+
+#[derive(serde::Deserialize)]
+struct Form {
+    grant_type: String,
+    refresh_token: Option<String>,
+    subject_token: Option<String>,
+    organisation_id: Option<Uuid>,
+}
+
+impl Shared {
+    /// A fresh token from the template, for `organisation`.
+    fn sign(&self, now: DateTime<Utc>, organisation: Option<Uuid>) -> Res<String> {
+        let claims = AccessClaims {
+            jti: Uuid::new_v4(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: now.timestamp() + (self.template.exp - self.template.iat),
+            organisation_id: organisation,
+            ..self.template.clone()
+        };
+        Ok(self.ring.sign(&claims)?)
+    }
+}
+
+/// The audit row every operation writes, as `audit::record` binds it.
+async fn audit(
+    client: &impl GenericClient,
+    statement: &Statement,
+    now: DateTime<Utc>,
+    (action, subject, actor): (&str, Uuid, Option<&str>),
+    organisation: Option<Uuid>,
+    target: Option<String>,
+) -> Res<()> {
+    let no_text: Option<&str> = None;
+    let subject = subject.to_string();
+    let (request, source) = ("f5b0c4d2-2f0e-4a5e-9c1e-000000000000", "127.0.0.1");
+    client
+        .execute(
+            statement,
+            &[
+                &Uuid::new_v4(),
+                &now,
+                &action,
+                &"SUCCESS",
+                &subject,
+                &actor,
+                &organisation,
+                &target,
+                &request,
+                &source,
+                &no_text,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+fn invalid_grant(reason: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({"error": "invalid_grant", "error_description": reason}))
+}
+
+/// A new token of `family` (id `id`) for the set-up's user; returns the secret.
+async fn store_token(
+    client: &impl GenericClient,
+    insert: &Statement,
+    now: DateTime<Utc>,
+    id: Uuid,
+    (family, family_expires_at): (Uuid, DateTime<Utc>),
+    (user, organisation): (Uuid, Option<Uuid>),
+) -> Res<String> {
+    let secret = opaque::generate().map_err(|_| "no randomness")?;
+    let expires_at = (now + Duration::seconds(REFRESH_TTL)).min(family_expires_at);
+    let digest = opaque::digest(secret.expose());
+    let none: Option<DateTime<Utc>> = None;
+    client
+        .execute(
+            insert,
+            &[&id, &digest, &family, &user, &organisation, &now, &expires_at, &family_expires_at, &none, &none],
+        )
+        .await?;
+    Ok(secret.expose().to_owned())
+}
+
+/// The successful path of `sts`'s refresh grant (src/service/grants/refresh.rs),
+/// statement for statement; any other outcome is an `invalid_grant`.
+async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Result<(String, String), &'static str>> {
+    let now = Utc::now();
+    let digest = opaque::digest(presented);
+    let tx = conn.client.transaction().await?;
+    let Some(row) = tx.query_opt(&conn.find, &[&digest, &1_i64]).await? else {
+        return Ok(Err("unknown refresh token"));
+    };
+    let (id, family, user): (Uuid, Uuid, Uuid) = (row.get(0), row.get(2), row.get(3));
+    let organisation: Option<Uuid> = row.get(4);
+    let (expires_at, family_expires_at): (DateTime<Utc>, DateTime<Utc>) = (row.get(6), row.get(7));
+    let (consumed, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(8), row.get(9));
+    if consumed.is_some() || revoked.is_some() || expires_at <= now || family_expires_at <= now {
+        return Ok(Err("used, revoked or expired refresh token"));
+    }
+    let Some(member) = tx.query_opt(&conn.member, &[&organisation, &user, &1_i64]).await? else {
+        return Ok(Err("not a member"));
+    };
+    let (disabled, deactivated): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (member.get(9), member.get(16));
+    if disabled.is_some() || deactivated.is_some() {
+        return Ok(Err("disabled or deactivated"));
+    }
+    tx.query_opt(&conn.lock, &[&family]).await?;
+    if tx.execute(&conn.consume, &[&now, &id]).await? != 1 {
+        return Ok(Err("used since the read"));
+    }
+    let secret =
+        store_token(&tx, &conn.insert, now, Uuid::new_v4(), (family, family_expires_at), (user, organisation)).await?;
+    let access_token = shared.sign(now, organisation)?;
+    audit(&tx, &conn.audit, now, ("token.refresh", user, None), organisation, Some(family.to_string())).await?;
+    tx.commit().await?;
+    Ok(Ok((access_token, secret)))
+}
+
+/// The successful path of `sts`'s token exchange (src/service/grants/exchange.rs):
+/// an organisation switch, no actor.
+async fn exchange(
+    conn: &mut Conn,
+    shared: &Shared,
+    subject: &AccessClaims,
+    target: Uuid,
+) -> Res<Result<String, &'static str>> {
+    let now = Utc::now();
+    let tx = conn.client.transaction().await?;
+    if let Some(source) = subject.organisation_id {
+        let row = tx.query_opt(&conn.organisation, &[&source, &1_i64]).await?;
+        if row.is_none_or(|row| row.get::<_, Option<DateTime<Utc>>>(6).is_some()) {
+            return Ok(Err("subject token's organisation is not active"));
+        }
+    }
+    let Some(member) = tx.query_opt(&conn.member, &[&target, &subject.sub, &1_i64]).await? else {
+        return Ok(Err("not a member"));
+    };
+    let (disabled, deactivated): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (member.get(9), member.get(16));
+    if disabled.is_some() || deactivated.is_some() {
+        return Ok(Err("disabled or deactivated"));
+    }
+    let access_token = shared.sign(now, Some(target))?;
+    audit(&tx, &conn.audit, now, ("token.exchange", subject.sub, None), Some(target), None).await?;
+    tx.commit().await?;
+    Ok(Ok(access_token))
+}
+
+async fn token(form: web::Form<Form>, pool: web::Data<Pool>, shared: web::Data<Shared>) -> HttpResponse {
+    let shared = shared.into_inner();
+    let outcome = match (form.grant_type.as_str(), form.refresh_token.as_deref()) {
+        ("refresh_token", Some(presented)) => pool.with(async |conn| refresh(conn, &shared, presented).await).await,
+        ("password", _) => {
+            let now = Utc::now();
+            let family = (Uuid::new_v4(), now + Duration::seconds(FAMILY_TTL));
+            pool.with(async |conn| {
+                let owner = (shared.user, shared.organisation);
+                let secret = store_token(&conn.client, &conn.insert, now, family.0, family, owner).await?;
+                Ok(Ok((shared.sign(now, shared.organisation)?, secret)))
+            })
+            .await
+        }
+        (EXCHANGE, _) => {
+            let (Some(subject), Some(target)) = (form.subject_token.as_deref(), form.organisation_id) else {
+                return invalid_grant("subject_token and organisation_id are required");
+            };
+            let Ok(subject) = shared.verifier.verify(&shared.ring, subject) else {
+                return invalid_grant("subject_token is not a valid access token");
+            };
+            pool.with(async |conn| Ok(exchange(conn, &shared, &subject, target).await?.map(|t| (t, String::new()))))
+                .await
+        }
+        _ => return invalid_grant("unsupported here"),
+    };
+    match outcome {
+        Ok(Ok((access_token, refresh_token))) => HttpResponse::Ok().json(json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": shared.template.exp - shared.template.iat,
+            "refresh_token": refresh_token,
+        })),
+        Ok(Err(reason)) => invalid_grant(reason),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({"error": "temporarily_unavailable", "detail": e.to_string()})),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NewOrganisation {
+    name: String,
+    roles: Vec<String>,
+}
+
+/// The successful path of `sts`'s create organisation (src/service/organisations.rs
+/// through `audit::audited_write`): the caller's state, the insert, the audit row.
+async fn create_organisation(
+    request: actix_web::HttpRequest,
+    body: web::Json<NewOrganisation>,
+    pool: web::Data<Pool>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let bearer = request.headers().get("authorization").and_then(|h| h.to_str().ok());
+    let Some(Ok(caller)) =
+        bearer.and_then(|h| h.strip_prefix("Bearer ")).map(|t| shared.verifier.verify(&shared.ring, t))
+    else {
+        return HttpResponse::Unauthorized().finish();
+    };
+    let (id, now) = (Uuid::new_v4(), Utc::now());
+    let created = pool
+        .with(async |conn| {
+            let tx = conn.client.transaction().await?;
+            let Some(row) = tx.query_opt(&conn.caller, &[&caller.sub, &1_i64]).await? else {
+                return Ok(false);
+            };
+            if row.get::<_, Option<DateTime<Utc>>>(0).is_some() {
+                return Ok(false);
+            }
+            let (key, roles) = (body.name.trim().to_lowercase(), serde_json::json!(body.roles));
+            let none: Option<DateTime<Utc>> = None;
+            tx.execute(&conn.create_organisation, &[&id, &body.name, &key, &roles, &now, &now, &none]).await?;
+            audit(
+                &tx,
+                &conn.audit,
+                now,
+                ("organisation.create", caller.sub, Some("admin")),
+                Some(id),
+                Some(id.to_string()),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await;
+    match created {
+        Ok(true) => HttpResponse::Created().json(json!({"id": id})),
+        Ok(false) => HttpResponse::Unauthorized().finish(),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"detail": e.to_string()})),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Setup {
+    base: String,
+    organisation_id: String,
+    username: String,
+    password: String,
+}
+
+/// Claims of a real access token of the set-up's user in its organisation,
+/// issued by the `sts` instance under test: the template every token here
+/// is signed from.
+async fn template(setup: &Setup) -> Res<AccessClaims> {
+    let form = [
+        ("grant_type", "password"),
+        ("username", setup.username.as_str()),
+        ("password", setup.password.as_str()),
+        ("organisation_id", setup.organisation_id.as_str()),
+    ];
+    let response = reqwest::Client::new().post(format!("{}/api/sts/token/v1", setup.base)).form(&form).send().await?;
+    let body: serde_json::Value = response.error_for_status()?.json().await?;
+    let token = body["access_token"].as_str().ok_or("no access_token in the login answer")?;
+    let payload = token.split('.').nth(1).ok_or("the access token is not a compact JWS")?;
+    Ok(serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?)
+}
+
+#[actix_web::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, keys, setup, port, rest @ ..] = args.as_slice() else {
+        return Err("usage: floor DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL]".into());
+    };
+    let port: u16 = port.parse()?;
+    let workers: usize = rest.first().map(|w| w.parse()).transpose()?.unwrap_or(2);
+    let pool: usize = rest.get(1).map(|p| p.parse()).transpose()?.unwrap_or(10);
+    let setup: Setup = serde_json::from_slice(&std::fs::read(setup)?)?;
+    let template = template(&setup).await?;
+    let (_, ring) = sts::tokens::KeyDir::new(keys).load(Utc::now(), None)?.ok_or("no key ring")?;
+    let audience = match &template.aud {
+        Audience::One(one) => one.clone(),
+        Audience::Many(all) => all.first().cloned().unwrap_or_default(),
+    };
+    let verifier = Verifier::new(&template.iss, &audience, 60, ACCESS_TTL, Arc::new(SystemClock));
+    let (user, organisation) = (template.sub, template.organisation_id);
+    let shared = web::Data::new(Shared { ring, verifier, user, organisation, template });
+    let url = Arc::new(url.clone());
+    let per_worker = pool.div_ceil(workers).max(1);
+    HttpServer::new(move || {
+        let url = url.clone();
+        App::new()
+            .app_data(shared.clone())
+            .data_factory(move || {
+                let url = url.clone();
+                async move {
+                    let mut conns = Vec::with_capacity(per_worker);
+                    for _ in 0..per_worker {
+                        conns.push(Conn::connect(&url).await.map_err(|e| e.to_string())?);
+                    }
+                    Ok::<_, String>(Pool { idle: Mutex::new(conns), permits: tokio::sync::Semaphore::new(per_worker) })
+                }
+            })
+            .route("/api/sts/token/v1", web::post().to(token))
+            .route("/api/sts/organisation/v1", web::post().to(create_organisation))
+    })
+    .workers(workers)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await?;
+    Ok(())
+}
