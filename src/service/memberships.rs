@@ -5,8 +5,9 @@ use uuid::Uuid;
 use super::audit::{self, AuditEvent, Author, Outcome, RequestMeta};
 use super::users::UserView;
 use super::{Context, ServiceError};
+use crate::store::refresh_tokens::{self, TokensOf};
 use crate::store::types::DbUuid;
-use crate::store::{memberships, organisations, refresh_tokens, users};
+use crate::store::{memberships, organisations, users};
 
 fn event(action: &'static str, organisation: Uuid, user: Uuid) -> AuditEvent {
     AuditEvent::new(action, Outcome::Success).organisation(Some(organisation)).target(user)
@@ -63,7 +64,8 @@ pub async fn remove(
         if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
             return Err(ServiceError::NotFound("member"));
         }
-        refresh_tokens::revoke_user_in_organisation(conn, DbUuid(user), DbUuid(organisation), now)?;
+        let owner = TokensOf::Member { user: DbUuid(user), organisation: DbUuid(organisation) };
+        refresh_tokens::revoke_all_of(conn, owner, now)?;
         Ok(())
     })
     .await

@@ -14,6 +14,7 @@ use crate::domain::permissions::explain;
 use crate::store::memberships::MembershipsOf;
 use crate::store::organisations::{self as rows, OrganisationRow};
 pub use crate::store::organisations::{ListQuery, SortBy};
+use crate::store::refresh_tokens::{self, TokensOf};
 use crate::store::types::{DbNames, DbUuid};
 use crate::store::{StoreError, memberships, users};
 
@@ -165,13 +166,15 @@ pub async fn update(
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("organisation.delete", id), move |conn, _, _| {
-        // Memberships first (the lock order of `memberships::delete_all_of`);
-        // refresh tokens go with the row (ON DELETE CASCADE); the audit log
-        // has no foreign key and stays.
+        // The lock order of docs/DECISIONS.md: memberships, the
+        // organisation row, the token families' anchors, then the tokens and
+        // the row itself. The audit log has no foreign key and stays.
         memberships::delete_all_of(conn, MembershipsOf::Organisation(DbUuid(id)))?;
-        if !rows::delete(conn, DbUuid(id))? {
+        if !rows::lock(conn, DbUuid(id))? {
             return Err(ServiceError::NotFound("organisation"));
         }
+        refresh_tokens::delete_all_of(conn, TokensOf::Organisation(DbUuid(id)))?;
+        rows::delete(conn, DbUuid(id))?;
         Ok(())
     })
     .await

@@ -12,7 +12,7 @@ use crate::domain::roles::validate_system_roles;
 use crate::domain::{PermissionSet, names};
 use crate::secret::Secret;
 use crate::store::memberships::{self, MembershipsOf};
-use crate::store::refresh_tokens;
+use crate::store::refresh_tokens::{self, TokensOf};
 use crate::store::types::{DbNames, DbUuid};
 use crate::store::users::{self as rows, UserRow};
 use crate::tokens::opaque;
@@ -236,7 +236,7 @@ pub async fn update(
         row.last_modified = now;
         rows::update(conn, &row)?;
         if revoke {
-            refresh_tokens::revoke_user(conn, row.id, now)?;
+            refresh_tokens::revoke_all_of(conn, TokensOf::User(row.id), now)?;
         }
         if new_password {
             // An administrator's password reset also lifts a lock.
@@ -249,11 +249,14 @@ pub async fn update(
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("user.delete", id), move |conn, _, _| {
-        // Memberships first: the lock order of `memberships::delete_all_of`.
+        // The lock order of docs/DECISIONS.md: memberships, the user row,
+        // the token families' anchors, then the tokens and the row itself.
         memberships::delete_all_of(conn, MembershipsOf::User(DbUuid(id)))?;
-        if !rows::delete(conn, DbUuid(id))? {
+        if !rows::lock(conn, DbUuid(id))? {
             return Err(ServiceError::NotFound("user"));
         }
+        refresh_tokens::delete_all_of(conn, TokensOf::User(DbUuid(id)))?;
+        rows::delete(conn, DbUuid(id))?;
         Ok(())
     })
     .await

@@ -56,8 +56,24 @@ pub fn update(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<bo
         .map(|n| n == 1)
 }
 
-/// Deletes the organisation; memberships and refresh tokens go with it
-/// (ON DELETE CASCADE). Returns whether it existed.
+/// Locks the organisation's row until the transaction ends (PostgreSQL;
+/// SQLite has one writer already). Returns whether it exists.
+pub fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    match conn {
+        AnyConnection::Postgresql(pg) => organisations::table
+            .find(id)
+            .select(organisations::id)
+            .for_update()
+            .first::<DbUuid>(pg)
+            .optional()
+            .map(|r| r.is_some()),
+        AnyConnection::Sqlite(_) => exists(conn, id),
+    }
+}
+
+/// Deletes the organisation; memberships and refresh tokens would go with it
+/// (ON DELETE CASCADE), but `service::organisations::delete` deletes them
+/// first, in the lock order. Returns whether it existed.
 pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
     diesel::delete(organisations::table.find(id)).execute(conn).map(|n| n == 1)
 }

@@ -85,28 +85,87 @@ pub fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> Q
     .execute(conn)
 }
 
-pub fn revoke_user(conn: &mut AnyConnection, user: DbUuid, now: DbTime) -> QueryResult<usize> {
-    diesel::update(
-        refresh_tokens::table.filter(refresh_tokens::user_id.eq(user)).filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)
+/// Whose tokens a statement that writes many families at once writes.
+#[derive(Debug, Clone, Copy)]
+pub enum TokensOf {
+    /// Every token of a user (disabled, password reset, deleted).
+    User(DbUuid),
+    /// A user's tokens for one organisation (membership removed).
+    Member { user: DbUuid, organisation: DbUuid },
+    /// Every token for one organisation (deleted).
+    Organisation(DbUuid),
 }
 
-pub fn revoke_user_in_organisation(
-    conn: &mut AnyConnection,
-    user: DbUuid,
-    organisation: DbUuid,
-    now: DbTime,
-) -> QueryResult<usize> {
-    diesel::update(
-        refresh_tokens::table
+/// Revokes every live token of `owner`, families' anchors locked first
+/// (`lock_families`).
+pub fn revoke_all_of(conn: &mut AnyConnection, owner: TokensOf, now: DbTime) -> QueryResult<usize> {
+    lock_families(conn, owner)?;
+    let live = refresh_tokens::table.filter(refresh_tokens::revoked_at.is_null());
+    let update = match owner {
+        TokensOf::User(user) => diesel::update(live.filter(refresh_tokens::user_id.eq(user))).into_boxed(),
+        TokensOf::Member { user, organisation } => diesel::update(
+            live.filter(refresh_tokens::user_id.eq(user)).filter(refresh_tokens::organisation_id.eq(organisation)),
+        )
+        .into_boxed(),
+        TokensOf::Organisation(organisation) => {
+            diesel::update(live.filter(refresh_tokens::organisation_id.eq(organisation))).into_boxed()
+        }
+    };
+    update.set(refresh_tokens::revoked_at.eq(now)).execute(conn)
+}
+
+/// Deletes every token of `owner`, families' anchors locked first: called
+/// before the user or organisation row is deleted, so that its cascade
+/// finds nothing left to take in an order of its own.
+pub fn delete_all_of(conn: &mut AnyConnection, owner: TokensOf) -> QueryResult<usize> {
+    lock_families(conn, owner)?;
+    let delete = match owner {
+        TokensOf::User(user) => {
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(user))).into_boxed()
+        }
+        TokensOf::Member { user, organisation } => diesel::delete(
+            refresh_tokens::table
+                .filter(refresh_tokens::user_id.eq(user))
+                .filter(refresh_tokens::organisation_id.eq(organisation)),
+        )
+        .into_boxed(),
+        TokensOf::Organisation(organisation) => {
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::organisation_id.eq(organisation))).into_boxed()
+        }
+    };
+    delete.execute(conn)
+}
+
+/// On PostgreSQL, locks the anchor of every family `owner` has a token in,
+/// in id order, before a statement writes those families' tokens. A single
+/// UPDATE or DELETE over many families would lock their token rows in scan
+/// order, and could take a token of a family whose anchor a replay holds
+/// while that replay waits for the very token (a cycle PostgreSQL breaks
+/// after `deadlock_timeout`, with a 503 for one side). Anchors first, in one
+/// order, is the order every single-family writer follows (`lock_family`):
+/// such a statement waits for the replay instead, and two of them cannot
+/// wait for each other. The caller has already locked the user, membership
+/// or organisation row the change is about (docs/DECISIONS.md).
+fn lock_families(conn: &mut AnyConnection, owner: TokensOf) -> QueryResult<()> {
+    let AnyConnection::Postgresql(pg) = conn else { return Ok(()) };
+    let families = refresh_tokens::table.select(refresh_tokens::family_id);
+    let families = match owner {
+        TokensOf::User(user) => families.filter(refresh_tokens::user_id.eq(user)).into_boxed(),
+        TokensOf::Member { user, organisation } => families
             .filter(refresh_tokens::user_id.eq(user))
             .filter(refresh_tokens::organisation_id.eq(organisation))
-            .filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)
+            .into_boxed(),
+        TokensOf::Organisation(organisation) => {
+            families.filter(refresh_tokens::organisation_id.eq(organisation)).into_boxed()
+        }
+    };
+    refresh_tokens::table
+        .filter(refresh_tokens::id.eq_any(families))
+        .select(refresh_tokens::id)
+        .order(refresh_tokens::id)
+        .for_update()
+        .load::<DbUuid>(pg)?;
+    Ok(())
 }
 
 /// On PostgreSQL, locks the family's first token — its id is the family id,

@@ -47,6 +47,87 @@ fn race_refreshes(app: &TestApp, tokens: Vec<String>) -> Vec<tokio::task::JoinHa
         .collect()
 }
 
+/// Runs several statements against the test database from outside the
+/// application (either backend).
+fn batch(app: &TestApp, sql: &str) {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let url = app.db.url();
+    match url.strip_prefix("sqlite://") {
+        Some(path) => diesel::SqliteConnection::establish(path).expect("open").batch_execute(sql),
+        None => diesel::PgConnection::establish(&url).expect("connect").batch_execute(sql),
+    }
+    .expect("batch");
+}
+
+/// Waits until a request of the application waits for a lock (PostgreSQL:
+/// a backend of the test database waits on a lock; SQLite shows no such
+/// thing, so a pause long enough for the request to reach the database).
+async fn wait_until_blocked(app: &TestApp) {
+    if app.db.url().starts_with("sqlite://") {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        return;
+    }
+    for _ in 0..200 {
+        let waiting = app.db.scalar(
+            "SELECT COUNT(*) AS value FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the admin change never waited for the replay's lock");
+}
+
+/// A replay of a refresh-token family in flight, played from outside the
+/// application with the statements `grants/refresh.rs` sends on a reuse: it
+/// holds the family's anchor (PostgreSQL: the row lock; SQLite: the one
+/// writer's lock) until told to go on, then revokes the family and commits.
+struct ReplayInFlight {
+    go: std::sync::mpsc::Sender<()>,
+    done: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl ReplayInFlight {
+    fn start(app: &TestApp, anchor_digest: &str) -> Self {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (url, digest) = (app.db.url(), anchor_digest.to_owned());
+        let done = std::thread::spawn(move || {
+            let family = format!("(SELECT family_id FROM refresh_tokens WHERE digest = '{digest}')");
+            let (mut conn, revoke): (Box<dyn SimpleConnection>, _) = match url.strip_prefix("sqlite://") {
+                Some(path) => {
+                    let mut conn = diesel::SqliteConnection::establish(path).map_err(|e| e.to_string())?;
+                    conn.batch_execute("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+                    (Box::new(conn), "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+                }
+                None => {
+                    let mut conn = diesel::PgConnection::establish(&url).map_err(|e| e.to_string())?;
+                    conn.batch_execute(&format!("BEGIN; SELECT id FROM refresh_tokens WHERE id = {family} FOR UPDATE"))
+                        .map_err(|e| e.to_string())?;
+                    (Box::new(conn), "now()")
+                }
+            };
+            locked_tx.send(()).map_err(|e| e.to_string())?;
+            go_rx.recv().map_err(|e| e.to_string())?;
+            conn.batch_execute(&format!(
+                "UPDATE refresh_tokens SET revoked_at = {revoke} WHERE family_id = {family} AND revoked_at IS NULL; COMMIT"
+            ))
+            .map_err(|e| e.to_string())
+        });
+        locked_rx.recv().expect("the replay holds the family's anchor");
+        Self { go, done }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        self.go.send(()).expect("go");
+        self.done.join().expect("replay thread")
+    }
+}
+
 both_backends! {
     async fn case_35_36_every_admin_route_refuses_the_wrong_caller_and_changes_nothing(app) {
         let admin = app.admin_token().await;
@@ -276,6 +357,48 @@ both_backends! {
                 let after = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).await;
                 assert_eq!(after.status(), StatusCode::BAD_REQUEST, "round {round}: a token minted in the race stays dead after reinstatement");
             }
+        }
+    }
+
+    async fn revocations_of_many_families_wait_for_a_replay_in_flight_instead_of_failing(app) {
+        // A replay holds its family's anchor, then revokes the family's other
+        // tokens. An admin change that ends many families at once (disable,
+        // member removal, user or organisation delete) used to write their
+        // tokens in table order and could take one of those tokens first:
+        // the two waited for each other until PostgreSQL killed one (a 503,
+        // or a failed replay). Now it locks the anchors first and waits.
+        let admin = app.admin_token().await;
+        for (round, action) in ["disable", "remove member", "delete user", "delete organisation"].into_iter().enumerate() {
+            let org = app.create_org(&admin, &format!("Replayed {round}"), &["HOLDER"]).await;
+            let name = format!("replayer-{round}");
+            let user = app.create_user(&admin, &name, &["WALLET_USER"]).await;
+            app.add_member(&admin, org, user).await;
+            let first = app.login(&name, &password_of(&name), Some(org)).await["refresh_token"].as_str().expect("rt").to_owned();
+            let rotated = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", first.as_str())]).await;
+            assert_eq!(rotated.status(), StatusCode::OK, "{action}");
+            let newest = rotated.json::<Value>().await.expect("json")["refresh_token"].as_str().expect("rt").to_owned();
+            // The anchor row rewritten, so that it comes after the family's
+            // newer token in the table, as rows end up in a busy table.
+            let digest = sts::tokens::opaque::digest(&first);
+            batch(&app, &format!(
+                "BEGIN; CREATE TEMP TABLE anchor AS SELECT * FROM refresh_tokens WHERE digest = '{digest}';
+                 DELETE FROM refresh_tokens WHERE digest = '{digest}';
+                 INSERT INTO refresh_tokens SELECT * FROM anchor; DROP TABLE anchor; COMMIT"
+            ));
+            let replay = ReplayInFlight::start(&app, &digest);
+            let request = match action {
+                "disable" => app.client.patch(app.url(&format!("/api/sts/user/v1/{user}"))).json(&json!({"disabled": true})),
+                "remove member" => app.client.delete(app.url(&format!("/api/sts/organisation/v1/{org}/member/{user}"))),
+                "delete user" => app.client.delete(app.url(&format!("/api/sts/user/v1/{user}"))),
+                _ => app.client.delete(app.url(&format!("/api/sts/organisation/v1/{org}"))),
+            };
+            let change = tokio::spawn(request.bearer_auth(&admin).send());
+            wait_until_blocked(&app).await;
+            assert_eq!(replay.finish(), Ok(()), "{action}: the replay's revocation commits");
+            let changed = change.await.expect("task").expect("response");
+            assert_eq!(changed.status(), StatusCode::NO_CONTENT, "{action}: the admin change succeeds after the replay");
+            let after = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", newest.as_str())]).await;
+            assert_eq!(after.status(), StatusCode::BAD_REQUEST, "{action}: the family's newest token is dead");
         }
     }
 
