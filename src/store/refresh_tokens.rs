@@ -85,7 +85,7 @@ pub fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> Q
     .execute(conn)
 }
 
-/// Whose tokens a statement that writes many families at once writes.
+/// Whose tokens a write over many families touches.
 #[derive(Debug, Clone, Copy)]
 pub enum TokensOf {
     /// Every token of a user (disabled, password reset, deleted).
@@ -96,69 +96,64 @@ pub enum TokensOf {
     Organisation(DbUuid),
 }
 
-/// Revokes every live token of `owner`, families' anchors locked first
+/// `$query` narrowed to the tokens of `$owner`, boxed (each arm has a type
+/// of its own otherwise).
+macro_rules! owned_by {
+    ($query:expr, $owner:expr) => {
+        match $owner {
+            TokensOf::User(user) => $query.filter(refresh_tokens::user_id.eq(user)).into_boxed(),
+            TokensOf::Member { user, organisation } => $query
+                .filter(refresh_tokens::user_id.eq(user))
+                .filter(refresh_tokens::organisation_id.eq(organisation))
+                .into_boxed(),
+            TokensOf::Organisation(organisation) => {
+                $query.filter(refresh_tokens::organisation_id.eq(organisation)).into_boxed()
+            }
+        }
+    };
+}
+
+/// Revokes every live token of `owner`, the families' anchors locked first
 /// (`lock_families`).
 pub fn revoke_all_of(conn: &mut AnyConnection, owner: TokensOf, now: DbTime) -> QueryResult<usize> {
-    lock_families(conn, owner)?;
-    let live = refresh_tokens::table.filter(refresh_tokens::revoked_at.is_null());
-    let update = match owner {
-        TokensOf::User(user) => diesel::update(live.filter(refresh_tokens::user_id.eq(user))).into_boxed(),
-        TokensOf::Member { user, organisation } => diesel::update(
-            live.filter(refresh_tokens::user_id.eq(user)).filter(refresh_tokens::organisation_id.eq(organisation)),
-        )
-        .into_boxed(),
-        TokensOf::Organisation(organisation) => {
-            diesel::update(live.filter(refresh_tokens::organisation_id.eq(organisation))).into_boxed()
-        }
-    };
-    update.set(refresh_tokens::revoked_at.eq(now)).execute(conn)
+    lock_families(conn, owner, Tokens::Live)?;
+    owned_by!(diesel::update(refresh_tokens::table.filter(refresh_tokens::revoked_at.is_null())), owner)
+        .set(refresh_tokens::revoked_at.eq(now))
+        .execute(conn)
 }
 
-/// Deletes every token of `owner`, families' anchors locked first: called
-/// before the user or organisation row is deleted, so that its cascade
-/// finds nothing left to take in an order of its own.
+/// Deletes every token of `owner`, the families' anchors locked first:
+/// called before the user or organisation row is deleted, so that its
+/// cascade finds nothing left to take in an order of its own.
 pub fn delete_all_of(conn: &mut AnyConnection, owner: TokensOf) -> QueryResult<usize> {
-    lock_families(conn, owner)?;
-    let delete = match owner {
-        TokensOf::User(user) => {
-            diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(user))).into_boxed()
-        }
-        TokensOf::Member { user, organisation } => diesel::delete(
-            refresh_tokens::table
-                .filter(refresh_tokens::user_id.eq(user))
-                .filter(refresh_tokens::organisation_id.eq(organisation)),
-        )
-        .into_boxed(),
-        TokensOf::Organisation(organisation) => {
-            diesel::delete(refresh_tokens::table.filter(refresh_tokens::organisation_id.eq(organisation))).into_boxed()
-        }
-    };
-    delete.execute(conn)
+    lock_families(conn, owner, Tokens::All)?;
+    owned_by!(diesel::delete(refresh_tokens::table), owner).execute(conn)
 }
 
-/// On PostgreSQL, locks the anchor of every family `owner` has a token in,
-/// in id order, before a statement writes those families' tokens. A single
-/// UPDATE or DELETE over many families would lock their token rows in scan
+/// Which of an owner's tokens a write touches, and so whose families it locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    /// Not revoked yet (revocation): families long revoked are left alone.
+    Live,
+    All,
+}
+
+/// On PostgreSQL, locks the anchor of every family in which the write
+/// touches a token of `owner`, in id order, before the write. A single
+/// UPDATE or DELETE over many families would lock their token rows in table
 /// order, and could take a token of a family whose anchor a replay holds
 /// while that replay waits for the very token (a cycle PostgreSQL breaks
 /// after `deadlock_timeout`, with a 503 for one side). Anchors first, in one
 /// order, is the order every single-family writer follows (`lock_family`):
-/// such a statement waits for the replay instead, and two of them cannot
-/// wait for each other. The caller has already locked the user, membership
-/// or organisation row the change is about (docs/DECISIONS.md).
-fn lock_families(conn: &mut AnyConnection, owner: TokensOf) -> QueryResult<()> {
+/// the write waits for the replay instead, and two such writes cannot wait
+/// for each other. The caller has already locked the user, membership or
+/// organisation row the change is about (docs/DECISIONS.md).
+fn lock_families(conn: &mut AnyConnection, owner: TokensOf, tokens: Tokens) -> QueryResult<()> {
     let AnyConnection::Postgresql(pg) = conn else { return Ok(()) };
-    let families = refresh_tokens::table.select(refresh_tokens::family_id);
-    let families = match owner {
-        TokensOf::User(user) => families.filter(refresh_tokens::user_id.eq(user)).into_boxed(),
-        TokensOf::Member { user, organisation } => families
-            .filter(refresh_tokens::user_id.eq(user))
-            .filter(refresh_tokens::organisation_id.eq(organisation))
-            .into_boxed(),
-        TokensOf::Organisation(organisation) => {
-            families.filter(refresh_tokens::organisation_id.eq(organisation)).into_boxed()
-        }
-    };
+    let mut families = owned_by!(refresh_tokens::table.select(refresh_tokens::family_id), owner);
+    if tokens == Tokens::Live {
+        families = families.filter(refresh_tokens::revoked_at.is_null());
+    }
     refresh_tokens::table
         .filter(refresh_tokens::id.eq_any(families))
         .select(refresh_tokens::id)

@@ -87,6 +87,10 @@ pub fn set_password_hash(conn: &mut AnyConnection, id: DbUuid, hash: &str) -> Qu
     diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(conn).map(drop)
 }
 
+pub fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(users::table.find(id))).get_result(conn)
+}
+
 /// Locks the user's row until the transaction ends (PostgreSQL; SQLite has
 /// one writer already). Returns whether it exists.
 pub fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
@@ -94,7 +98,7 @@ pub fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
         AnyConnection::Postgresql(pg) => {
             users::table.find(id).select(users::id).for_update().first::<DbUuid>(pg).optional().map(|r| r.is_some())
         }
-        AnyConnection::Sqlite(_) => diesel::select(diesel::dsl::exists(users::table.find(id))).get_result(conn),
+        AnyConnection::Sqlite(_) => exists(conn, id),
     }
 }
 

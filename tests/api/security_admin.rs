@@ -77,55 +77,55 @@ async fn wait_until_blocked(app: &TestApp) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("the admin change never waited for the replay's lock");
+    panic!("the admin change never waited for the other transaction's lock");
 }
 
-/// A replay of a refresh-token family in flight, played from outside the
-/// application with the statements `grants/refresh.rs` sends on a reuse: it
-/// holds the family's anchor (PostgreSQL: the row lock; SQLite: the one
-/// writer's lock) until told to go on, then revokes the family and commits.
-struct ReplayInFlight {
-    go: std::sync::mpsc::Sender<()>,
+/// Another client's transaction, held open from outside the application:
+/// it runs `hold` (PostgreSQL; on SQLite it takes the one writer's lock
+/// instead, the only lock SQLite has), then waits to be told to go on, runs
+/// the statements it is given and commits.
+struct InFlight {
+    go: std::sync::mpsc::Sender<String>,
     done: std::thread::JoinHandle<Result<(), String>>,
 }
 
-impl ReplayInFlight {
-    fn start(app: &TestApp, anchor_digest: &str) -> Self {
+impl InFlight {
+    fn start(app: &TestApp, hold: &str) -> Self {
         use diesel::Connection;
         use diesel::connection::SimpleConnection;
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel::<()>();
-        let (url, digest) = (app.db.url(), anchor_digest.to_owned());
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<String>();
+        let (url, hold) = (app.db.url(), hold.to_owned());
         let done = std::thread::spawn(move || {
-            let family = format!("(SELECT family_id FROM refresh_tokens WHERE digest = '{digest}')");
-            let (mut conn, revoke): (Box<dyn SimpleConnection>, _) = match url.strip_prefix("sqlite://") {
+            let mut conn: Box<dyn SimpleConnection> = match url.strip_prefix("sqlite://") {
                 Some(path) => {
                     let mut conn = diesel::SqliteConnection::establish(path).map_err(|e| e.to_string())?;
                     conn.batch_execute("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-                    (Box::new(conn), "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+                    Box::new(conn)
                 }
                 None => {
                     let mut conn = diesel::PgConnection::establish(&url).map_err(|e| e.to_string())?;
-                    conn.batch_execute(&format!("BEGIN; SELECT id FROM refresh_tokens WHERE id = {family} FOR UPDATE"))
-                        .map_err(|e| e.to_string())?;
-                    (Box::new(conn), "now()")
+                    conn.batch_execute(&format!("BEGIN; {hold}")).map_err(|e| e.to_string())?;
+                    Box::new(conn)
                 }
             };
-            locked_tx.send(()).map_err(|e| e.to_string())?;
-            go_rx.recv().map_err(|e| e.to_string())?;
-            conn.batch_execute(&format!(
-                "UPDATE refresh_tokens SET revoked_at = {revoke} WHERE family_id = {family} AND revoked_at IS NULL; COMMIT"
-            ))
-            .map_err(|e| e.to_string())
+            held_tx.send(()).map_err(|e| e.to_string())?;
+            let then = go_rx.recv().map_err(|e| e.to_string())?;
+            conn.batch_execute(&format!("{then}; COMMIT")).map_err(|e| e.to_string())
         });
-        locked_rx.recv().expect("the replay holds the family's anchor");
+        held_rx.recv().expect("the transaction holds its lock");
         Self { go, done }
     }
 
-    fn finish(self) -> Result<(), String> {
-        self.go.send(()).expect("go");
-        self.done.join().expect("replay thread")
+    fn finish(self, then: &str) -> Result<(), String> {
+        self.go.send(then.to_owned()).expect("go");
+        self.done.join().expect("transaction thread")
     }
+}
+
+/// `clause` on PostgreSQL, nothing on SQLite (no row locks there).
+fn on_postgres(app: &TestApp, clause: &str) -> String {
+    if app.db.url().starts_with("sqlite://") { String::new() } else { clause.to_owned() }
 }
 
 both_backends! {
@@ -367,6 +367,8 @@ both_backends! {
         // tokens in table order and could take one of those tokens first:
         // the two waited for each other until PostgreSQL killed one (a 503,
         // or a failed replay). Now it locks the anchors first and waits.
+        // (On SQLite the one writer serialises both; the scenario runs there
+        // too, for the answers, but cannot deadlock.)
         let admin = app.admin_token().await;
         for (round, action) in ["disable", "remove member", "delete user", "delete organisation"].into_iter().enumerate() {
             let org = app.create_org(&admin, &format!("Replayed {round}"), &["HOLDER"]).await;
@@ -377,6 +379,8 @@ both_backends! {
             let rotated = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", first.as_str())]).await;
             assert_eq!(rotated.status(), StatusCode::OK, "{action}");
             let newest = rotated.json::<Value>().await.expect("json")["refresh_token"].as_str().expect("rt").to_owned();
+            // A second family, which only the admin change can end.
+            let other = app.login(&name, &password_of(&name), Some(org)).await["refresh_token"].as_str().expect("rt").to_owned();
             // The anchor row rewritten, so that it comes after the family's
             // newer token in the table, as rows end up in a busy table.
             let digest = sts::tokens::opaque::digest(&first);
@@ -385,7 +389,17 @@ both_backends! {
                  DELETE FROM refresh_tokens WHERE digest = '{digest}';
                  INSERT INTO refresh_tokens SELECT * FROM anchor; DROP TABLE anchor; COMMIT"
             ));
-            let replay = ReplayInFlight::start(&app, &digest);
+            if !app.db.url().starts_with("sqlite://") {
+                let newest_digest = sts::tokens::opaque::digest(&newest);
+                let after = app.db.scalar(&format!(
+                    "SELECT ((SELECT ctid FROM refresh_tokens WHERE digest = '{digest}')
+                           > (SELECT ctid FROM refresh_tokens WHERE digest = '{newest_digest}'))::int::bigint AS value"
+                ));
+                assert_eq!(after, 1, "{action}: the anchor comes after the family's newest token in the table");
+            }
+            // The replay: the family's anchor locked, then the family revoked.
+            let family = format!("(SELECT family_id FROM refresh_tokens WHERE digest = '{digest}')");
+            let replay = InFlight::start(&app, &format!("SELECT id FROM refresh_tokens WHERE id = {family} FOR UPDATE"));
             let request = match action {
                 "disable" => app.client.patch(app.url(&format!("/api/sts/user/v1/{user}"))).json(&json!({"disabled": true})),
                 "remove member" => app.client.delete(app.url(&format!("/api/sts/organisation/v1/{org}/member/{user}"))),
@@ -394,11 +408,41 @@ both_backends! {
             };
             let change = tokio::spawn(request.bearer_auth(&admin).send());
             wait_until_blocked(&app).await;
-            assert_eq!(replay.finish(), Ok(()), "{action}: the replay's revocation commits");
+            let now = if app.db.url().starts_with("sqlite://") { "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" } else { "now()" };
+            let revoke = format!("UPDATE refresh_tokens SET revoked_at = {now} WHERE family_id = {family} AND revoked_at IS NULL");
+            assert_eq!(replay.finish(&revoke), Ok(()), "{action}: the replay's revocation commits");
             let changed = change.await.expect("task").expect("response");
             assert_eq!(changed.status(), StatusCode::NO_CONTENT, "{action}: the admin change succeeds after the replay");
             let after = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", newest.as_str())]).await;
             assert_eq!(after.status(), StatusCode::BAD_REQUEST, "{action}: the family's newest token is dead");
+            let other = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", other.as_str())]).await;
+            assert_eq!(other.status(), StatusCode::BAD_REQUEST, "{action}: the user's other family is ended too");
+        }
+    }
+
+    async fn deletes_wait_for_a_grant_in_flight_instead_of_failing(app) {
+        // A grant share-locks the membership, then the user and the
+        // organisation (`member_for_grant`). A delete that took the user or
+        // organisation row first and the memberships last (the cascade's
+        // order) would wait for the grant while the grant waits for it.
+        let admin = app.admin_token().await;
+        for (round, target) in ["user", "organisation"].into_iter().enumerate() {
+            let org = app.create_org(&admin, &format!("Granting {round}"), &["HOLDER"]).await;
+            let name = format!("granted-{round}");
+            let user = app.create_user(&admin, &name, &["WALLET_USER"]).await;
+            app.add_member(&admin, org, user).await;
+            let share = on_postgres(&app, " FOR SHARE");
+            let grant = InFlight::start(&app, &format!(
+                "SELECT organisation_id FROM memberships WHERE organisation_id = '{org}' AND user_id = '{user}'{share}"
+            ));
+            let path = if target == "user" { format!("/api/sts/user/v1/{user}") } else { format!("/api/sts/organisation/v1/{org}") };
+            let delete = tokio::spawn(app.client.delete(app.url(&path)).bearer_auth(&admin).send());
+            wait_until_blocked(&app).await;
+            let rest = format!("SELECT id FROM users WHERE id = '{user}'{share}; SELECT id FROM organisations WHERE id = '{org}'{share}");
+            assert_eq!(grant.finish(&rest), Ok(()), "{target}: the grant in flight completes");
+            let deleted = delete.await.expect("task").expect("response");
+            assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "{target}: the delete succeeds after the grant");
+            assert_eq!(app.get(&path, &admin).await.status(), StatusCode::NOT_FOUND, "{target}: gone");
         }
     }
 
