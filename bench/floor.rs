@@ -22,8 +22,8 @@
 //! measured.
 //!
 //! `cargo run --release --example floor -- DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL]`
-//! (SETUP_FILE is `loadgen setup`'s output; POOL connections in all, split
-//! between the workers.)
+//! (SETUP_FILE is `loadgen setup`'s output; each worker opens POOL ÷ WORKERS
+//! connections, rounded up: 10 in all with the defaults, as `sts`'s pool.)
 
 use std::sync::{Arc, Mutex};
 
