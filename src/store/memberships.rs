@@ -32,7 +32,26 @@ pub fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> Q
 /// first, then the user and the organisation (`member_for_grant`), so a
 /// delete must take the membership rows before the parent row too, or the
 /// two wait for each other (the cascade would take them last).
+///
+/// On PostgreSQL the rows are locked in key order first: a DELETE alone
+/// takes them in table order, and deletes of users and organisations whose
+/// memberships cross (user X, organisation B, user Y, organisation A, all at
+/// once) could each hold one row the next one needs. In one order they
+/// wait for each other in a line, never in a circle.
 pub fn delete_all_of(conn: &mut AnyConnection, owner: MembershipsOf) -> QueryResult<usize> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        let keys = memberships::table
+            .select((memberships::organisation_id, memberships::user_id))
+            .order((memberships::organisation_id, memberships::user_id));
+        match owner {
+            MembershipsOf::User(user) => {
+                keys.filter(memberships::user_id.eq(user)).for_update().load::<(DbUuid, DbUuid)>(pg)?
+            }
+            MembershipsOf::Organisation(organisation) => {
+                keys.filter(memberships::organisation_id.eq(organisation)).for_update().load::<(DbUuid, DbUuid)>(pg)?
+            }
+        };
+    }
     match owner {
         MembershipsOf::User(user) => {
             diesel::delete(memberships::table.filter(memberships::user_id.eq(user))).execute(conn)

@@ -446,6 +446,31 @@ both_backends! {
         }
     }
 
+    async fn a_delete_takes_memberships_in_key_order_and_waits_instead_of_failing(app) {
+        // Deletes of users and organisations whose memberships cross could
+        // each hold one membership row the next one needs. A delete takes
+        // its rows in key order, so another transaction that does the same
+        // is waited for, never met in a circle. Here the user's membership
+        // of the organisation with the larger id is the first row in the
+        // table, and the other transaction takes the smaller key first.
+        let admin = app.admin_token().await;
+        let (a, b) = (app.create_org(&admin, "Keyed A", &["HOLDER"]).await, app.create_org(&admin, "Keyed B", &["HOLDER"]).await);
+        let (small, large) = if a < b { (a, b) } else { (b, a) };
+        let user = app.create_user(&admin, "keyed", &["WALLET_USER"]).await;
+        app.add_member(&admin, large, user).await;
+        app.add_member(&admin, small, user).await;
+        let lock = on_postgres(&app, " FOR UPDATE");
+        let row = |org: Uuid| format!("SELECT user_id FROM memberships WHERE organisation_id = '{org}' AND user_id = '{user}'{lock}");
+        let other = InFlight::start(&app, &row(small));
+        let path = format!("/api/sts/user/v1/{user}");
+        let delete = tokio::spawn(app.client.delete(app.url(&path)).bearer_auth(&admin).send());
+        wait_until_blocked(&app).await;
+        assert_eq!(other.finish(&row(large)), Ok(()), "the other transaction takes its second row and commits");
+        let deleted = delete.await.expect("task").expect("response");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "the delete succeeds after it");
+        assert_eq!(app.get(&path, &admin).await.status(), StatusCode::NOT_FOUND);
+    }
+
     async fn case_39_40_odd_payloads_are_refused_whole(app) {
         let admin = app.admin_token().await;
         let org = app.create_org(&admin, "Existing", &["HOLDER"]).await;
