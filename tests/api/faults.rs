@@ -5,8 +5,6 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use diesel::Connection;
-use diesel::connection::SimpleConnection;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -23,21 +21,14 @@ impl LockHolder {
     fn take(db: &TestDb) -> Self {
         let (locked_tx, locked_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        let url = db.url();
+        let lock =
+            if db.is_sqlite() { "BEGIN EXCLUSIVE" } else { "BEGIN; LOCK TABLE organisations IN ACCESS EXCLUSIVE MODE" };
+        let mut conn = db.connect();
         let thread = std::thread::spawn(move || {
-            if let Some(path) = url.strip_prefix("sqlite://") {
-                let mut conn = diesel::SqliteConnection::establish(path).expect("open");
-                conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
-                locked_tx.send(()).expect("signal");
-                let _ = release_rx.recv();
-                conn.batch_execute("COMMIT").expect("unlock");
-            } else {
-                let mut conn = diesel::PgConnection::establish(&url).expect("connect");
-                conn.batch_execute("BEGIN; LOCK TABLE organisations IN ACCESS EXCLUSIVE MODE").expect("lock");
-                locked_tx.send(()).expect("signal");
-                let _ = release_rx.recv();
-                conn.batch_execute("COMMIT").expect("unlock");
-            }
+            conn.batch_execute(lock).expect("lock");
+            locked_tx.send(()).expect("signal");
+            let _ = release_rx.recv();
+            conn.batch_execute("COMMIT").expect("unlock");
         });
         locked_rx.recv().expect("locked");
         Self { release: Some(release_tx), thread: Some(thread) }

@@ -76,6 +76,29 @@ impl TestDb {
         }
     }
 
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Self::Sqlite { .. })
+    }
+
+    /// A connection of its own to the test database, from outside the
+    /// application (either backend): for batches of statements and for
+    /// transactions held open while the application works.
+    pub fn connect(&self) -> Box<dyn diesel::connection::SimpleConnection + Send> {
+        match self {
+            Self::Postgres { url, .. } => Box::new(PgConnection::establish(url).expect("connect")),
+            Self::Sqlite { dir } => {
+                let path = dir.path().join("sts.db");
+                Box::new(diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open"))
+            }
+        }
+    }
+
+    /// Runs several statements in one batch, from outside the application
+    /// (either backend).
+    pub fn batch_execute(&self, sql: &str) {
+        self.connect().batch_execute(sql).expect("batch");
+    }
+
     /// One number from SQL run outside the application (either backend).
     pub fn scalar(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]

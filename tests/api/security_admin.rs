@@ -47,24 +47,11 @@ fn race_refreshes(app: &TestApp, tokens: Vec<String>) -> Vec<tokio::task::JoinHa
         .collect()
 }
 
-/// Runs several statements against the test database from outside the
-/// application (either backend).
-fn batch(app: &TestApp, sql: &str) {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
-    let url = app.db.url();
-    match url.strip_prefix("sqlite://") {
-        Some(path) => diesel::SqliteConnection::establish(path).expect("open").batch_execute(sql),
-        None => diesel::PgConnection::establish(&url).expect("connect").batch_execute(sql),
-    }
-    .expect("batch");
-}
-
 /// Waits until a request of the application waits for a lock (PostgreSQL:
 /// a backend of the test database waits on a lock; SQLite shows no such
 /// thing, so a pause long enough for the request to reach the database).
 async fn wait_until_blocked(app: &TestApp) {
-    if app.db.url().starts_with("sqlite://") {
+    if app.db.is_sqlite() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         return;
     }
@@ -91,24 +78,12 @@ struct InFlight {
 
 impl InFlight {
     fn start(app: &TestApp, hold: &str) -> Self {
-        use diesel::Connection;
-        use diesel::connection::SimpleConnection;
         let (held_tx, held_rx) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel::<String>();
-        let (url, hold) = (app.db.url(), hold.to_owned());
+        let begin = if app.db.is_sqlite() { "BEGIN IMMEDIATE".to_owned() } else { format!("BEGIN; {hold}") };
+        let mut conn = app.db.connect();
         let done = std::thread::spawn(move || {
-            let mut conn: Box<dyn SimpleConnection> = match url.strip_prefix("sqlite://") {
-                Some(path) => {
-                    let mut conn = diesel::SqliteConnection::establish(path).map_err(|e| e.to_string())?;
-                    conn.batch_execute("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-                    Box::new(conn)
-                }
-                None => {
-                    let mut conn = diesel::PgConnection::establish(&url).map_err(|e| e.to_string())?;
-                    conn.batch_execute(&format!("BEGIN; {hold}")).map_err(|e| e.to_string())?;
-                    Box::new(conn)
-                }
-            };
+            conn.batch_execute(&begin).map_err(|e| e.to_string())?;
             held_tx.send(()).map_err(|e| e.to_string())?;
             let then = go_rx.recv().map_err(|e| e.to_string())?;
             conn.batch_execute(&format!("{then}; COMMIT")).map_err(|e| e.to_string())
@@ -125,7 +100,7 @@ impl InFlight {
 
 /// `clause` on PostgreSQL, nothing on SQLite (no row locks there).
 fn on_postgres(app: &TestApp, clause: &str) -> String {
-    if app.db.url().starts_with("sqlite://") { String::new() } else { clause.to_owned() }
+    if app.db.is_sqlite() { String::new() } else { clause.to_owned() }
 }
 
 both_backends! {
@@ -384,12 +359,12 @@ both_backends! {
             // The anchor row rewritten, so that it comes after the family's
             // newer token in the table, as rows end up in a busy table.
             let digest = sts::tokens::opaque::digest(&first);
-            batch(&app, &format!(
+            app.db.batch_execute(&format!(
                 "BEGIN; CREATE TEMP TABLE anchor AS SELECT * FROM refresh_tokens WHERE digest = '{digest}';
                  DELETE FROM refresh_tokens WHERE digest = '{digest}';
                  INSERT INTO refresh_tokens SELECT * FROM anchor; DROP TABLE anchor; COMMIT"
             ));
-            if !app.db.url().starts_with("sqlite://") {
+            if !app.db.is_sqlite() {
                 let newest_digest = sts::tokens::opaque::digest(&newest);
                 let after = app.db.scalar(&format!(
                     "SELECT ((SELECT ctid FROM refresh_tokens WHERE digest = '{digest}')
@@ -408,7 +383,7 @@ both_backends! {
             };
             let change = tokio::spawn(request.bearer_auth(&admin).send());
             wait_until_blocked(&app).await;
-            let now = if app.db.url().starts_with("sqlite://") { "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" } else { "now()" };
+            let now = if app.db.is_sqlite() { "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" } else { "now()" };
             let revoke = format!("UPDATE refresh_tokens SET revoked_at = {now} WHERE family_id = {family} AND revoked_at IS NULL");
             assert_eq!(replay.finish(&revoke), Ok(()), "{action}: the replay's revocation commits");
             let changed = change.await.expect("task").expect("response");
