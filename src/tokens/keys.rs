@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::Serialize;
@@ -40,11 +40,15 @@ pub enum KeyError {
 }
 
 /// One key: its id and public half in the clear, the private half only inside
-/// jsonwebtoken's encoding key.
+/// ring's key pair, parsed once. (jsonwebtoken's `encode` parses the PKCS#8
+/// document and derives the public key again on every signature, which cost
+/// as much as the signature itself: docs/PERFORMANCE.md.)
 pub(super) struct SigningKey {
     pub(super) kid: String,
     x: String,
-    encoding: EncodingKey,
+    pair: Ed25519KeyPair,
+    /// The JWS header this key signs under, base64url-encoded once.
+    header: String,
     decoding: DecodingKey,
 }
 
@@ -92,12 +96,12 @@ fn parse_key(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
         Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
     let public = pair.public_key().as_ref();
     let x = URL_SAFE_NO_PAD.encode(public);
-    Ok(SigningKey {
-        kid: thumbprint(&x),
-        encoding: EncodingKey::from_ed_der(pkcs8),
-        decoding: DecodingKey::from_ed_der(public),
-        x,
-    })
+    let kid = thumbprint(&x);
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+    header.kid = Some(kid.clone());
+    let header = serde_json::to_vec(&header).map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
+    Ok(SigningKey { kid, decoding: DecodingKey::from_ed_der(public), header: URL_SAFE_NO_PAD.encode(header), pair, x })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -158,13 +162,19 @@ impl KeyRing {
         self.keys.get(self.signer).map_or("", |k| k.kid.as_str())
     }
 
-    /// Signs claims as a compact JWS with `alg: EdDSA`, `typ: at+jwt`, `kid`.
+    /// Signs claims as a compact JWS (RFC 7515 §7.1) with `alg: EdDSA`,
+    /// `typ: at+jwt`, `kid`.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
         let key = self.keys.get(self.signer).ok_or(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)?;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding)
+        let payload = serde_json::to_vec(claims)?;
+        let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 92);
+        token.push_str(&key.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = key.pair.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 
     /// The verification key for `kid`, looked up in our own set only.
@@ -274,6 +284,36 @@ mod tests {
             assert_eq!(key["kid"].as_str(), Some(thumbprint(key["x"].as_str().unwrap_or_default()).as_str()));
         }
         assert_eq!(keys[0]["kid"], ring.signing_kid());
+    }
+
+    #[test]
+    fn a_signed_token_verifies_with_jsonwebtoken_against_the_published_key() {
+        let (_dir, ring) = ring_of(2);
+        let claims = AccessClaims {
+            iss: "https://sts.example".into(),
+            sub: uuid::Uuid::new_v4(),
+            aud: super::super::claims::Audience::One("core".into()),
+            exp: 4_102_444_800,
+            iat: 1_700_000_000,
+            nbf: 1_700_000_000,
+            jti: uuid::Uuid::new_v4(),
+            organisation_id: None,
+            permissions: vec!["ORGANISATION_DETAIL".into()],
+            act: None,
+        };
+        let Ok(token) = ring.sign(&claims) else { panic!("sign") };
+        let Ok(header) = jsonwebtoken::decode_header(&token) else { panic!("header") };
+        assert_eq!((header.alg, header.typ.as_deref()), (Algorithm::EdDSA, Some(ACCESS_TOKEN_TYP)));
+        assert_eq!(header.kid.as_deref(), Some(ring.signing_kid()));
+        let Some(key) = ring.decoding_key(ring.signing_kid()) else { panic!("key") };
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["core"]);
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(&token, key, &validation);
+        assert_eq!(decoded.ok().map(|d| d.claims["sub"].clone()), Some(serde_json::json!(claims.sub)));
+        // The other key in the set does not verify it.
+        let other = ring.keys.iter().find(|k| k.kid != ring.signing_kid()).map(|k| &k.decoding);
+        let Some(other) = other else { panic!("second key") };
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, other, &validation).is_err());
     }
 
     #[test]
