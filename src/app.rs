@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -116,15 +116,24 @@ pub struct Application {
     delay: Duration,
 }
 
+/// Connections at most for everything but the HTTP workers: the bootstrap,
+/// the audit retention job, `sts user create`.
+const BACKGROUND_CONNECTIONS: u32 = 2;
+
 /// Everything but the HTTP server: migrates, opens the pool, loads the keys
 /// and the password hasher. Commands that work on the data (`sts user
 /// create`) use this and never bind a port.
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Context, StartError> {
     let migrated = migrate(&config).await;
     let db = &config.settings.database;
+    // The HTTP workers get `pool_size` between them (`AppState::for_worker`);
+    // this store serves start-up, background jobs and commands.
     let store = Store::new(
         connection_settings(&config),
-        &PoolSettings { max_size: db.pool_size, acquire_timeout: Duration::from_millis(db.acquire_timeout_ms) },
+        &PoolSettings {
+            max_size: db.pool_size.min(BACKGROUND_CONNECTIONS),
+            acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+        },
     );
     match migrated {
         Ok(_) => {}
@@ -177,9 +186,13 @@ impl Application {
             shutting_down: Arc::new(AtomicBool::new(false)),
             metrics: crate::telemetry::metrics_recorder(),
         });
-        let data = state.clone();
+        let (shared, started) = (state.clone(), Arc::new(AtomicUsize::new(0)));
+        let pool_size = shared.ctx.config.settings.database.pool_size;
         let server = HttpServer::new(move || {
-            App::new().app_data(data.clone()).wrap(from_fn(api::middleware::observe)).configure(api::routes)
+            // Runs once on each worker's thread (again if one restarts).
+            let worker = started.fetch_add(1, Ordering::SeqCst) % workers;
+            let data = web::Data::new(shared.for_worker(worker_share(pool_size, workers, worker)));
+            App::new().app_data(data).wrap(from_fn(api::middleware::observe)).configure(api::routes)
         })
         .workers(workers)
         .disable_signals()
@@ -242,6 +255,14 @@ impl Application {
     }
 }
 
+/// Worker `index`'s share of `pool_size` connections: an even split, the
+/// remainder to the first workers, at least one each.
+fn worker_share(pool_size: u32, workers: usize, index: usize) -> u32 {
+    let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+    let index = u32::try_from(index).unwrap_or(u32::MAX);
+    (pool_size / workers + u32::from(index < pool_size % workers)).max(1)
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -254,5 +275,20 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_share;
+
+    #[test]
+    fn the_pool_is_split_between_the_workers_without_exceeding_it() {
+        let shares = |size, workers| (0..workers).map(|i| worker_share(size, workers, i)).collect::<Vec<_>>();
+        assert_eq!(shares(10, 2), [5, 5]);
+        assert_eq!(shares(10, 3), [4, 3, 3]);
+        assert_eq!(shares(10, 1), [10]);
+        // Fewer connections than workers: every worker still gets one.
+        assert_eq!(shares(2, 4), [1, 1, 1, 1]);
     }
 }

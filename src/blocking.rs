@@ -1,5 +1,5 @@
-//! Blocking work (database round trips, argon2) on tokio's blocking pool,
-//! admitted by a semaphore permit.
+//! Blocking work (argon2) on tokio's blocking pool, admitted by a semaphore
+//! permit.
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;

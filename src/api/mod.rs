@@ -31,6 +31,15 @@ pub struct AppState {
     pub metrics: Arc<PrometheusRecorder>,
 }
 
+impl AppState {
+    /// The state of one HTTP worker: its own database pool of `connections`,
+    /// everything else shared (docs/DECISIONS.md).
+    pub fn for_worker(&self, connections: u32) -> Self {
+        let ctx = Context { store: self.ctx.store.for_worker(connections), ..self.ctx.clone() };
+        Self { ctx, shutting_down: self.shutting_down.clone(), metrics: self.metrics.clone() }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").field("ctx", &self.ctx).finish_non_exhaustive()

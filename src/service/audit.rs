@@ -3,6 +3,8 @@
 //! same transaction, and also logged as a JSON line. Never a secret.
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -56,9 +58,9 @@ fn inactive_caller_denied(caller: Caller, route: &str) -> AuditEvent {
 
 /// Whether the caller's user, and their actor's if any, exist and are not
 /// disabled.
-fn accounts_active(conn: &mut AnyConnection, caller: Caller) -> diesel::QueryResult<bool> {
+async fn accounts_active(conn: &mut AnyConnection, caller: Caller) -> diesel::QueryResult<bool> {
     for id in std::iter::once(caller.sub).chain(caller.actor) {
-        if !crate::store::users::is_active(conn, DbUuid(id))? {
+        if !crate::store::users::is_active(conn, DbUuid(id)).await? {
             return Ok(false);
         }
     }
@@ -77,7 +79,11 @@ pub async fn refuse_inactive(
 ) -> Result<(), super::ServiceError> {
     let Author::Caller { caller, route } = author else { return Ok(()) };
     let caller = *caller;
-    if ctx.store.run(move |conn| accounts_active(conn, caller).map_err(super::ServiceError::from)).await? {
+    if ctx
+        .store
+        .run(move |conn| async move { accounts_active(conn, caller).await.map_err(super::ServiceError::from) }.boxed())
+        .await?
+    {
         return Ok(());
     }
     record_now(ctx, meta, inactive_caller_denied(caller, route)).await?;
@@ -184,7 +190,7 @@ impl From<AuditWriteFailed> for super::GrantError {
 }
 
 /// Writes the event on `conn` (inside the caller's transaction) and logs it.
-pub fn record(
+pub async fn record(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
     meta: &RequestMeta,
@@ -203,7 +209,7 @@ pub fn record(
         source_ip: bounded(meta.source_ip.clone()),
         reason: bounded(event.reason),
     };
-    rows::insert(conn, &row).map_err(AuditWriteFailed)?;
+    rows::insert(conn, &row).await.map_err(AuditWriteFailed)?;
     tracing::info!(
         target: "audit",
         audit_id = %row.id.0,
@@ -285,7 +291,9 @@ pub async fn list(
     };
     let (events, total) = ctx
         .store
-        .run(move |conn| rows::list(conn, &filter, page, page_size).map_err(super::ServiceError::from))
+        .run(move |conn| {
+            async move { rows::list(conn, &filter, page, page_size).await.map_err(super::ServiceError::from) }.boxed()
+        })
         .await?;
     Ok((events.into_iter().map(AuditView::from).collect(), total))
 }
@@ -321,7 +329,10 @@ pub async fn purge_expired(ctx: &super::Context) -> Result<usize, super::Service
     }
     let cutoff = ctx.now() - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400));
     ctx.store
-        .run(move |conn| rows::delete_older_than(conn, DbTime::from(cutoff)).map_err(super::ServiceError::from))
+        .run(move |conn| {
+            async move { rows::delete_older_than(conn, DbTime::from(cutoff)).await.map_err(super::ServiceError::from) }
+                .boxed()
+        })
         .await
 }
 
@@ -354,7 +365,11 @@ pub async fn record_now(
     event: AuditEvent,
 ) -> Result<(), super::ServiceError> {
     let (clock, meta) = (ctx.clock.clone(), meta.clone());
-    ctx.store.run(move |conn| record(conn, clock.now(), &meta, event).map_err(super::ServiceError::from)).await
+    ctx.store
+        .run(move |conn| {
+            async move { record(conn, clock.now(), &meta, event).await.map_err(super::ServiceError::from) }.boxed()
+        })
+        .await
 }
 
 /// One audited admin write: `work` runs in a transaction, and `event`,
@@ -374,7 +389,13 @@ pub async fn audited_write<T, F>(
     work: F,
 ) -> Result<T, super::ServiceError>
 where
-    F: FnOnce(&mut AnyConnection, DbTime, &mut AuditEvent) -> Result<T, super::ServiceError> + Send + 'static,
+    F: for<'c> FnOnce(
+            &'c mut AnyConnection,
+            DbTime,
+            &'c mut AuditEvent,
+        ) -> BoxFuture<'c, Result<T, super::ServiceError>>
+        + Send
+        + 'static,
     T: Send + 'static,
 {
     let event = author.stamp(event);
@@ -386,17 +407,21 @@ where
     let result = ctx
         .store
         .run(move |conn| {
-            crate::store::transaction(conn, |conn| {
-                if let Some(caller) = caller
-                    && !accounts_active(conn, caller)?
-                {
-                    return Err(super::ServiceError::CallerInactive);
-                }
-                let now = DbTime::from(clock.now());
-                let value = work(conn, now, &mut success)?;
-                record(conn, now.0, &write_meta, success)?;
-                Ok(value)
-            })
+            async move {
+                crate::store::transaction(conn, async |conn| {
+                    if let Some(caller) = caller
+                        && !accounts_active(conn, caller).await?
+                    {
+                        return Err(super::ServiceError::CallerInactive);
+                    }
+                    let now = DbTime::from(clock.now());
+                    let value = work(conn, now, &mut success).await?;
+                    record(conn, now.0, &write_meta, success).await?;
+                    Ok(value)
+                })
+                .await
+            }
+            .boxed()
         })
         .await;
     match (result, author) {

@@ -1,6 +1,7 @@
 //! `me`: the caller and, for each organisation they belong to, what a token
 //! for it would hold right now.
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -36,27 +37,31 @@ pub async fn me(ctx: &Context, id: Uuid) -> Result<MeView, ServiceError> {
     let ctx2 = ctx.clone();
     ctx.store
         .run(move |conn| {
-            let user = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-            let roles = &ctx2.config.roles;
-            let granted = roles.user_permissions(&user.system_roles.0);
-            let active = user.disabled_at.is_none();
-            let organisations = memberships::organisations_of(conn, user.id)?
-                .into_iter()
-                .map(|org| {
-                    let usable = active && org.deactivated_at.is_none();
-                    MeOrganisation {
-                        id: org.id.0,
-                        status: if org.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
-                        permissions: if usable {
-                            organisation_token_permissions(&granted, &ceiling_of(roles, &org.roles.0))
-                        } else {
-                            PermissionSet::new()
-                        },
-                        name: org.name,
-                    }
-                })
-                .collect();
-            Ok(MeView { user: user.into(), organisations })
+            async move {
+                let user = rows::find(conn, DbUuid(id)).await?.ok_or(ServiceError::NotFound("user"))?;
+                let roles = &ctx2.config.roles;
+                let granted = roles.user_permissions(&user.system_roles.0);
+                let active = user.disabled_at.is_none();
+                let organisations = memberships::organisations_of(conn, user.id)
+                    .await?
+                    .into_iter()
+                    .map(|org| {
+                        let usable = active && org.deactivated_at.is_none();
+                        MeOrganisation {
+                            id: org.id.0,
+                            status: if org.deactivated_at.is_some() { "DEACTIVATED" } else { "ACTIVE" },
+                            permissions: if usable {
+                                organisation_token_permissions(&granted, &ceiling_of(roles, &org.roles.0))
+                            } else {
+                                PermissionSet::new()
+                            },
+                            name: org.name,
+                        }
+                    })
+                    .collect();
+                Ok(MeView { user: user.into(), organisations })
+            }
+            .boxed()
         })
         .await
 }

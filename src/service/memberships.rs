@@ -1,5 +1,6 @@
 //! Memberships: which users may obtain tokens for an organisation.
 
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEvent, Author, Outcome, RequestMeta};
@@ -16,10 +17,13 @@ fn event(action: &'static str, organisation: Uuid, user: Uuid) -> AuditEvent {
 pub async fn list(ctx: &Context, organisation: Uuid) -> Result<Vec<UserView>, ServiceError> {
     ctx.store
         .run(move |conn| {
-            if !organisations::exists(conn, DbUuid(organisation))? {
-                return Err(ServiceError::NotFound("organisation"));
+            async move {
+                if !organisations::exists(conn, DbUuid(organisation)).await? {
+                    return Err(ServiceError::NotFound("organisation"));
+                }
+                Ok(memberships::members_of(conn, DbUuid(organisation)).await?.into_iter().map(UserView::from).collect())
             }
-            Ok(memberships::members_of(conn, DbUuid(organisation))?.into_iter().map(UserView::from).collect())
+            .boxed()
         })
         .await
 }
@@ -34,17 +38,21 @@ pub async fn add(
     user: Uuid,
 ) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("membership.add", organisation, user), move |conn, now, _| {
-        let org = organisations::find(conn, DbUuid(organisation))?.ok_or(ServiceError::NotFound("organisation"))?;
-        if users::find(conn, DbUuid(user))?.is_none() {
-            return Err(ServiceError::NotFound("user"));
+        async move {
+            let org =
+                organisations::find(conn, DbUuid(organisation)).await?.ok_or(ServiceError::NotFound("organisation"))?;
+            if users::find(conn, DbUuid(user)).await?.is_none() {
+                return Err(ServiceError::NotFound("user"));
+            }
+            if org.deactivated_at.is_some() {
+                return Err(ServiceError::Conflict("the organisation is deactivated".into()));
+            }
+            if !memberships::is_member(conn, org.id, DbUuid(user)).await? {
+                memberships::insert(conn, org.id, DbUuid(user), now).await?;
+            }
+            Ok(())
         }
-        if org.deactivated_at.is_some() {
-            return Err(ServiceError::Conflict("the organisation is deactivated".into()));
-        }
-        if !memberships::is_member(conn, org.id, DbUuid(user))? {
-            memberships::insert(conn, org.id, DbUuid(user), now)?;
-        }
-        Ok(())
+        .boxed()
     })
     .await
 }
@@ -58,15 +66,18 @@ pub async fn remove(
     user: Uuid,
 ) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("membership.remove", organisation, user), move |conn, now, _| {
-        if !organisations::exists(conn, DbUuid(organisation))? {
-            return Err(ServiceError::NotFound("organisation"));
+        async move {
+            if !organisations::exists(conn, DbUuid(organisation)).await? {
+                return Err(ServiceError::NotFound("organisation"));
+            }
+            if !memberships::delete(conn, DbUuid(organisation), DbUuid(user)).await? {
+                return Err(ServiceError::NotFound("member"));
+            }
+            let owner = TokensOf::Member { user: DbUuid(user), organisation: DbUuid(organisation) };
+            refresh_tokens::revoke_all_of(conn, owner, now).await?;
+            Ok(())
         }
-        if !memberships::delete(conn, DbUuid(organisation), DbUuid(user))? {
-            return Err(ServiceError::NotFound("member"));
-        }
-        let owner = TokensOf::Member { user: DbUuid(user), organisation: DbUuid(organisation) };
-        refresh_tokens::revoke_all_of(conn, owner, now)?;
-        Ok(())
+        .boxed()
     })
     .await
 }

@@ -2,6 +2,7 @@
 //! deactivate/reactivate), delete, and the permission explanation.
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -71,38 +72,47 @@ pub async fn create(
     let id = id.unwrap_or_else(Uuid::new_v4);
     let (name, roles) = (name.to_owned(), roles.to_vec());
     audit::audited_write(ctx, meta, &author, event("organisation.create", id), move |conn, now, _| {
-        let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
-        let roles = role_names(&roles)?;
-        let row = OrganisationRow {
-            id: DbUuid(id),
-            name: name.display,
-            name_key: name.key,
-            roles: DbNames(roles),
-            created_at: now,
-            last_modified: now,
-            deactivated_at: None,
-        };
-        // The unique indexes decide, in the same statement as the insert: no
-        // read before it, and a concurrent create of the same name loses.
-        rows::insert(conn, &row).map_err(|error| match StoreError::from(error) {
-            StoreError::Conflict(index) if index.contains("name_key") => {
-                ServiceError::Conflict("an organisation with this name exists".into())
-            }
-            StoreError::Conflict(_) => ServiceError::Conflict("an organisation with this id exists".into()),
-            other => other.into(),
-        })?;
-        Ok(id)
+        async move {
+            let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+            let roles = role_names(&roles)?;
+            let row = OrganisationRow {
+                id: DbUuid(id),
+                name: name.display,
+                name_key: name.key,
+                roles: DbNames(roles),
+                created_at: now,
+                last_modified: now,
+                deactivated_at: None,
+            };
+            // The unique indexes decide, in the same statement as the insert: no
+            // read before it, and a concurrent create of the same name loses.
+            rows::insert(conn, &row).await.map_err(|error| match StoreError::from(error) {
+                StoreError::Conflict(index) if index.contains("name_key") => {
+                    ServiceError::Conflict("an organisation with this name exists".into())
+                }
+                StoreError::Conflict(_) => ServiceError::Conflict("an organisation with this id exists".into()),
+                other => other.into(),
+            })?;
+            Ok(id)
+        }
+        .boxed()
     })
     .await
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<OrganisationView, ServiceError> {
-    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    let row = ctx
+        .store
+        .run(move |conn| async move { rows::find(conn, DbUuid(id)).await.map_err(ServiceError::from) }.boxed())
+        .await?;
     row.map(Into::into).ok_or(ServiceError::NotFound("organisation"))
 }
 
 pub async fn list(ctx: &Context, query: ListQuery) -> Result<(Vec<OrganisationView>, i64), ServiceError> {
-    let (rows, total) = ctx.store.run(move |conn| rows::list(conn, &query).map_err(ServiceError::from)).await?;
+    let (rows, total) = ctx
+        .store
+        .run(move |conn| async move { rows::list(conn, &query).await.map_err(ServiceError::from) }.boxed())
+        .await?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
@@ -121,61 +131,67 @@ pub async fn update(
     changes: Changes,
 ) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("organisation.update", id), move |conn, now, event| {
-        if changes.name.is_none() && changes.roles.is_none() && changes.deactivate.is_none() {
-            return Err(ServiceError::Invalid("nothing to change: give name, roles or deactivate".into()));
-        }
-        let name = changes
-            .name
-            .as_deref()
-            .map(names::organisation_name)
-            .transpose()
-            .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
-        let roles = changes.roles.as_deref().map(role_names).transpose()?;
-        let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
-        let mut what = Vec::new();
-        if let Some(name) = name {
-            if rows::name_taken(conn, &name.key, Some(row.id))? {
-                return Err(ServiceError::Conflict("an organisation with this name exists".into()));
+        async move {
+            if changes.name.is_none() && changes.roles.is_none() && changes.deactivate.is_none() {
+                return Err(ServiceError::Invalid("nothing to change: give name, roles or deactivate".into()));
             }
-            row.name = name.display;
-            row.name_key = name.key;
-            what.push("name");
-        }
-        if let Some(roles) = roles {
-            row.roles = DbNames(roles);
-            what.push("roles");
-        }
-        match changes.deactivate {
-            Some(true) if row.deactivated_at.is_none() => {
-                row.deactivated_at = Some(now);
-                what.push("deactivated");
+            let name = changes
+                .name
+                .as_deref()
+                .map(names::organisation_name)
+                .transpose()
+                .map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
+            let roles = changes.roles.as_deref().map(role_names).transpose()?;
+            let mut row = rows::find(conn, DbUuid(id)).await?.ok_or(ServiceError::NotFound("organisation"))?;
+            let mut what = Vec::new();
+            if let Some(name) = name {
+                if rows::name_taken(conn, &name.key, Some(row.id)).await? {
+                    return Err(ServiceError::Conflict("an organisation with this name exists".into()));
+                }
+                row.name = name.display;
+                row.name_key = name.key;
+                what.push("name");
             }
-            Some(false) if row.deactivated_at.is_some() => {
-                row.deactivated_at = None;
-                what.push("reactivated");
+            if let Some(roles) = roles {
+                row.roles = DbNames(roles);
+                what.push("roles");
             }
-            _ => {}
+            match changes.deactivate {
+                Some(true) if row.deactivated_at.is_none() => {
+                    row.deactivated_at = Some(now);
+                    what.push("deactivated");
+                }
+                Some(false) if row.deactivated_at.is_some() => {
+                    row.deactivated_at = None;
+                    what.push("reactivated");
+                }
+                _ => {}
+            }
+            row.last_modified = now;
+            rows::update(conn, &row).await?;
+            event.reason = Some(what.join(","));
+            Ok(())
         }
-        row.last_modified = now;
-        rows::update(conn, &row)?;
-        event.reason = Some(what.join(","));
-        Ok(())
+        .boxed()
     })
     .await
 }
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("organisation.delete", id), move |conn, _, _| {
-        // The lock order of docs/DECISIONS.md: memberships, the
-        // organisation row, the token families' anchors, then the tokens and
-        // the row itself. The audit log has no foreign key and stays.
-        memberships::delete_all_of(conn, MembershipsOf::Organisation(DbUuid(id)))?;
-        if !rows::lock(conn, DbUuid(id))? {
-            return Err(ServiceError::NotFound("organisation"));
+        async move {
+            // The lock order of docs/DECISIONS.md: memberships, the
+            // organisation row, the token families' anchors, then the tokens and
+            // the row itself. The audit log has no foreign key and stays.
+            memberships::delete_all_of(conn, MembershipsOf::Organisation(DbUuid(id))).await?;
+            if !rows::lock(conn, DbUuid(id)).await? {
+                return Err(ServiceError::NotFound("organisation"));
+            }
+            refresh_tokens::delete_all_of(conn, TokensOf::Organisation(DbUuid(id))).await?;
+            rows::delete(conn, DbUuid(id)).await?;
+            Ok(())
         }
-        refresh_tokens::delete_all_of(conn, TokensOf::Organisation(DbUuid(id)))?;
-        rows::delete(conn, DbUuid(id))?;
-        Ok(())
+        .boxed()
     })
     .await
 }
@@ -194,23 +210,26 @@ pub async fn explain_member(ctx: &Context, id: Uuid, user: Uuid) -> Result<Expla
     let ctx2 = ctx.clone();
     ctx.store
         .run(move |conn| {
-            let org = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("organisation"))?;
-            let user = users::find(conn, DbUuid(user))?.ok_or(ServiceError::NotFound("user"))?;
-            if !memberships::is_member(conn, org.id, user.id)? {
-                return Err(ServiceError::NotFound("member"));
+            async move {
+                let org = rows::find(conn, DbUuid(id)).await?.ok_or(ServiceError::NotFound("organisation"))?;
+                let user = users::find(conn, DbUuid(user)).await?.ok_or(ServiceError::NotFound("user"))?;
+                if !memberships::is_member(conn, org.id, user.id).await? {
+                    return Err(ServiceError::NotFound("member"));
+                }
+                let roles = &ctx2.config.roles;
+                let why = explain(&roles.user_permissions(&user.system_roles.0), &ceiling_of(roles, &org.roles.0));
+                let mut granted = why.granted.to_vec();
+                if org.deactivated_at.is_some() || user.disabled_at.is_some() {
+                    granted.clear();
+                }
+                Ok(ExplainView {
+                    user_permissions: why.user_permissions.to_vec(),
+                    ceiling: why.ceiling.to_vec(),
+                    granted,
+                    removed_by_ceiling: why.removed_by_ceiling.to_vec(),
+                })
             }
-            let roles = &ctx2.config.roles;
-            let why = explain(&roles.user_permissions(&user.system_roles.0), &ceiling_of(roles, &org.roles.0));
-            let mut granted = why.granted.to_vec();
-            if org.deactivated_at.is_some() || user.disabled_at.is_some() {
-                granted.clear();
-            }
-            Ok(ExplainView {
-                user_permissions: why.user_permissions.to_vec(),
-                ceiling: why.ceiling.to_vec(),
-                granted,
-                removed_by_ceiling: why.removed_by_ceiling.to_vec(),
-            })
+            .boxed()
         })
         .await
 }

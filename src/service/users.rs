@@ -2,6 +2,7 @@
 //! technical user's secret, and the bootstrap admin.
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -131,36 +132,44 @@ pub async fn create(
     };
     let kind = if new.kind == Kind::User { USER_KIND } else { TECHNICAL_KIND };
     audit::audited_write(ctx, meta, &author, event, move |conn, now, _| {
-        if rows::find_by_username(conn, &name.key)?.is_some() {
-            return Err(ServiceError::Conflict("a user with this username exists".into()));
+        async move {
+            if rows::find_by_username(conn, &name.key).await?.is_some() {
+                return Err(ServiceError::Conflict("a user with this username exists".into()));
+            }
+            let row = UserRow {
+                id: DbUuid(id),
+                username: name.display,
+                username_key: name.key,
+                kind: kind.to_owned(),
+                password_hash,
+                secret_digest,
+                system_roles: DbNames(system_roles),
+                created_at: now,
+                last_modified: now,
+                disabled_at: None,
+            };
+            rows::insert(conn, &row).await?;
+            Ok(())
         }
-        let row = UserRow {
-            id: DbUuid(id),
-            username: name.display,
-            username_key: name.key,
-            kind: kind.to_owned(),
-            password_hash,
-            secret_digest,
-            system_roles: DbNames(system_roles),
-            created_at: now,
-            last_modified: now,
-            disabled_at: None,
-        };
-        rows::insert(conn, &row)?;
-        Ok(())
+        .boxed()
     })
     .await?;
     Ok(Created { id, client_secret })
 }
 
 pub async fn get(ctx: &Context, id: Uuid) -> Result<UserView, ServiceError> {
-    let row = ctx.store.run(move |conn| rows::find(conn, DbUuid(id)).map_err(ServiceError::from)).await?;
+    let row = ctx
+        .store
+        .run(move |conn| async move { rows::find(conn, DbUuid(id)).await.map_err(ServiceError::from) }.boxed())
+        .await?;
     row.map(Into::into).ok_or(ServiceError::NotFound("user"))
 }
 
 pub async fn list(ctx: &Context, page: i64, page_size: i64) -> Result<(Vec<UserView>, i64), ServiceError> {
-    let (rows, total) =
-        ctx.store.run(move |conn| rows::list(conn, page, page_size).map_err(ServiceError::from)).await?;
+    let (rows, total) = ctx
+        .store
+        .run(move |conn| async move { rows::list(conn, page, page_size).await.map_err(ServiceError::from) }.boxed())
+        .await?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
@@ -210,54 +219,60 @@ pub async fn update(
     };
     let disabled = changes.disabled;
     audit::audited_write(ctx, meta, &author, event, move |conn, now, _| {
-        let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-        // A new password and disabling are security events: every refresh
-        // token of the user ends with them.
-        let mut revoke = false;
-        let new_password = hash.is_some();
-        if let Some(hash) = hash {
-            if row.kind != USER_KIND {
-                return Err(ServiceError::Invalid("a technical user has no password".into()));
-            }
-            row.password_hash = Some(hash);
-            revoke = true;
-        }
-        if let Some(roles) = roles {
-            row.system_roles = DbNames(roles);
-        }
-        match disabled {
-            Some(true) if row.disabled_at.is_none() => {
-                row.disabled_at = Some(now);
+        async move {
+            let mut row = rows::find(conn, DbUuid(id)).await?.ok_or(ServiceError::NotFound("user"))?;
+            // A new password and disabling are security events: every refresh
+            // token of the user ends with them.
+            let mut revoke = false;
+            let new_password = hash.is_some();
+            if let Some(hash) = hash {
+                if row.kind != USER_KIND {
+                    return Err(ServiceError::Invalid("a technical user has no password".into()));
+                }
+                row.password_hash = Some(hash);
                 revoke = true;
             }
-            Some(false) => row.disabled_at = None,
-            _ => {}
+            if let Some(roles) = roles {
+                row.system_roles = DbNames(roles);
+            }
+            match disabled {
+                Some(true) if row.disabled_at.is_none() => {
+                    row.disabled_at = Some(now);
+                    revoke = true;
+                }
+                Some(false) => row.disabled_at = None,
+                _ => {}
+            }
+            row.last_modified = now;
+            rows::update(conn, &row).await?;
+            if revoke {
+                refresh_tokens::revoke_all_of(conn, TokensOf::User(row.id), now).await?;
+            }
+            if new_password {
+                // An administrator's password reset also lifts a lock.
+                rows::set_login_state(conn, row.id, &rows::LoginRow::default()).await?;
+            }
+            Ok(())
         }
-        row.last_modified = now;
-        rows::update(conn, &row)?;
-        if revoke {
-            refresh_tokens::revoke_all_of(conn, TokensOf::User(row.id), now)?;
-        }
-        if new_password {
-            // An administrator's password reset also lifts a lock.
-            rows::set_login_state(conn, row.id, &rows::LoginRow::default())?;
-        }
-        Ok(())
+        .boxed()
     })
     .await
 }
 
 pub async fn delete(ctx: &Context, meta: &RequestMeta, author: Author, id: Uuid) -> Result<(), ServiceError> {
     audit::audited_write(ctx, meta, &author, event("user.delete", id), move |conn, _, _| {
-        // The lock order of docs/DECISIONS.md: memberships, the user row,
-        // the token families' anchors, then the tokens and the row itself.
-        memberships::delete_all_of(conn, MembershipsOf::User(DbUuid(id)))?;
-        if !rows::lock(conn, DbUuid(id))? {
-            return Err(ServiceError::NotFound("user"));
+        async move {
+            // The lock order of docs/DECISIONS.md: memberships, the user row,
+            // the token families' anchors, then the tokens and the row itself.
+            memberships::delete_all_of(conn, MembershipsOf::User(DbUuid(id))).await?;
+            if !rows::lock(conn, DbUuid(id)).await? {
+                return Err(ServiceError::NotFound("user"));
+            }
+            refresh_tokens::delete_all_of(conn, TokensOf::User(DbUuid(id))).await?;
+            rows::delete(conn, DbUuid(id)).await?;
+            Ok(())
         }
-        refresh_tokens::delete_all_of(conn, TokensOf::User(DbUuid(id)))?;
-        rows::delete(conn, DbUuid(id))?;
-        Ok(())
+        .boxed()
     })
     .await
 }
@@ -272,14 +287,17 @@ pub async fn rotate_secret(
     let secret = new_secret()?;
     let digest = opaque::digest(secret.expose());
     audit::audited_write(ctx, meta, &author, event("user.secret_rotate", id), move |conn, now, _| {
-        let mut row = rows::find(conn, DbUuid(id))?.ok_or(ServiceError::NotFound("user"))?;
-        if row.kind != TECHNICAL_KIND {
-            return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
+        async move {
+            let mut row = rows::find(conn, DbUuid(id)).await?.ok_or(ServiceError::NotFound("user"))?;
+            if row.kind != TECHNICAL_KIND {
+                return Err(ServiceError::Invalid("only a technical user has a client secret".into()));
+            }
+            row.secret_digest = Some(digest);
+            row.last_modified = now;
+            rows::update(conn, &row).await?;
+            Ok(())
         }
-        row.secret_digest = Some(digest);
-        row.last_modified = now;
-        rows::update(conn, &row)?;
-        Ok(())
+        .boxed()
     })
     .await?;
     Ok(secret)
@@ -292,7 +310,10 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
     let (username, password, generated) = match (settings.admin_username, settings.admin_password) {
         (Some(username), Some(password)) => (username, password, false),
         _ => {
-            let count = ctx.store.run(|conn| rows::count(conn).map_err(ServiceError::from)).await?;
+            let count = ctx
+                .store
+                .run(move |conn| async move { rows::count(conn).await.map_err(ServiceError::from) }.boxed())
+                .await?;
             if count > 0 {
                 return Ok(None);
             }
@@ -300,7 +321,10 @@ pub async fn bootstrap(ctx: &Context) -> Result<Option<(String, Secret)>, Servic
         }
     };
     let key = username.trim().to_lowercase();
-    let exists = ctx.store.run(move |conn| rows::find_by_username(conn, &key).map_err(ServiceError::from)).await?;
+    let exists = ctx
+        .store
+        .run(move |conn| async move { rows::find_by_username(conn, &key).await.map_err(ServiceError::from) }.boxed())
+        .await?;
     if exists.is_some() {
         return Ok(None);
     }

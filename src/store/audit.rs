@@ -1,6 +1,7 @@
 //! Queries on `audit_events`, the log that outlives what it describes.
 
 use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
 use super::AnyConnection;
 use super::schema::audit_events;
@@ -26,8 +27,8 @@ pub struct AuditRow {
     pub reason: Option<String>,
 }
 
-pub fn insert(conn: &mut AnyConnection, row: &AuditRow) -> QueryResult<()> {
-    diesel::insert_into(audit_events::table).values(row).execute(conn).map(drop)
+pub async fn insert(conn: &mut AnyConnection, row: &AuditRow) -> QueryResult<()> {
+    on_backend!(conn, c => diesel::insert_into(audit_events::table).values(row).execute(c).await).map(drop)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -40,42 +41,46 @@ pub struct AuditFilter {
 }
 
 /// Newest first; one page and the total under the same filter.
-pub fn list(
+pub async fn list(
     conn: &mut AnyConnection,
     filter: &AuditFilter,
     page: i64,
     page_size: i64,
 ) -> QueryResult<(Vec<AuditRow>, i64)> {
-    let filtered = || {
-        let mut query = audit_events::table.into_boxed();
-        if let Some(org) = filter.organisation_id {
-            query = query.filter(audit_events::organisation_id.eq(org));
-        }
-        if let Some(subject) = &filter.subject {
-            query = query.filter(audit_events::subject.eq(subject.clone()));
-        }
-        if let Some(action) = &filter.action {
-            query = query.filter(audit_events::action.eq(action.clone()));
-        }
-        if let Some(from) = filter.from {
-            query = query.filter(audit_events::created_at.ge(from));
-        }
-        if let Some(to) = filter.to {
-            query = query.filter(audit_events::created_at.le(to));
-        }
-        query
-    };
-    let total = filtered().count().get_result(conn)?;
-    let rows = filtered()
-        .order((audit_events::created_at.desc(), audit_events::id.desc()))
-        .select(AuditRow::as_select())
-        .limit(page_size)
-        .offset(page * page_size)
-        .load(conn)?;
-    Ok((rows, total))
+    // A boxed query is typed by its backend: one is built per backend.
+    on_backend!(conn, c => {
+        let filtered = || {
+            let mut query = audit_events::table.into_boxed();
+            if let Some(org) = filter.organisation_id {
+                query = query.filter(audit_events::organisation_id.eq(org));
+            }
+            if let Some(subject) = &filter.subject {
+                query = query.filter(audit_events::subject.eq(subject.clone()));
+            }
+            if let Some(action) = &filter.action {
+                query = query.filter(audit_events::action.eq(action.clone()));
+            }
+            if let Some(from) = filter.from {
+                query = query.filter(audit_events::created_at.ge(from));
+            }
+            if let Some(to) = filter.to {
+                query = query.filter(audit_events::created_at.le(to));
+            }
+            query
+        };
+        let total = filtered().count().get_result(c).await?;
+        let rows = filtered()
+            .order((audit_events::created_at.desc(), audit_events::id.desc()))
+            .select(AuditRow::as_select())
+            .limit(page_size)
+            .offset(page * page_size)
+            .load(c)
+            .await?;
+        Ok((rows, total))
+    })
 }
 
 /// Deletes events older than `before` (retention); returns how many.
-pub fn delete_older_than(conn: &mut AnyConnection, before: DbTime) -> QueryResult<usize> {
-    diesel::delete(audit_events::table.filter(audit_events::created_at.lt(before))).execute(conn)
+pub async fn delete_older_than(conn: &mut AnyConnection, before: DbTime) -> QueryResult<usize> {
+    on_backend!(conn, c => diesel::delete(audit_events::table.filter(audit_events::created_at.lt(before))).execute(c).await)
 }

@@ -1,18 +1,71 @@
-//! The one connection type (PostgreSQL or SQLite behind a diesel
-//! `MultiConnection`), its pool, and the per-connection settings each backend
-//! needs. Which backend is used is decided here, from the URL scheme, once.
+//! The connection types (PostgreSQL or SQLite), their pool, and the
+//! per-connection settings each backend needs. Which backend is used is
+//! decided here, from the URL scheme, once.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_async::pooled_connection::PoolableConnection;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::future::BoxFuture;
 
-#[derive(diesel::MultiConnection)]
+/// The connection requests use: PostgreSQL through an asynchronous driver
+/// (no thread waits on a round trip), SQLite through diesel's synchronous
+/// one, wrapped to offer the same interface. Queries are written once and
+/// run on either (`on_backend!`).
 pub enum AnyConnection {
+    Postgresql(AsyncPgConnection),
+    Sqlite(SyncConnectionWrapper<SqliteConnection, Inline>),
+}
+
+/// A synchronous connection, for the migrations (diesel_migrations has no
+/// asynchronous form).
+pub enum SyncConnection {
     Postgresql(PgConnection),
     Sqlite(SqliteConnection),
+}
+
+/// Runs SQLite's work where it is asked for. `Store::run` already moves the
+/// whole of a request's SQLite work onto one blocking thread: a hand-off per
+/// statement on top would only add context switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inline;
+
+impl SpawnBlocking for Inline {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        Box::pin(std::future::ready(Ok(task())))
+    }
+
+    fn get_runtime() -> Self {
+        Self
+    }
+}
+
+impl AnyConnection {
+    /// A cheap round trip.
+    pub async fn ping(&mut self) -> diesel::QueryResult<()> {
+        match self {
+            Self::Postgresql(c) => c.batch_execute("SELECT 1").await,
+            Self::Sqlite(c) => c.batch_execute("SELECT 1").await,
+        }
+    }
+
+    /// Closed, or left inside a transaction (its request was dropped halfway).
+    pub fn is_broken(&mut self) -> bool {
+        match self {
+            Self::Postgresql(c) => c.is_broken(),
+            Self::Sqlite(c) => c.is_broken(),
+        }
+    }
 }
 
 /// Where the data lives, parsed from `DATABASE_URL` before any connection.
@@ -81,68 +134,140 @@ pub struct ConnectionSettings {
 }
 
 impl ConnectionSettings {
-    pub fn establish(&self) -> diesel::ConnectionResult<AnyConnection> {
+    /// A synchronous connection (migrations).
+    pub fn establish(&self) -> diesel::ConnectionResult<SyncConnection> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
                 let mut conn = PgConnection::establish(url)?;
-                let ms = self.statement_timeout.as_millis();
-                conn.batch_execute(&format!(
-                    "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {}; \
-                     SET TIME ZONE 'UTC';",
-                    ms * 2
-                ))
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(AnyConnection::Postgresql(conn))
+                conn.batch_execute(&self.postgres_setup())
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(SyncConnection::Postgresql(conn))
+            }
+            DatabaseUrl::Sqlite(path) => self.establish_sqlite(path).map(SyncConnection::Sqlite),
+        }
+    }
+
+    /// A connection for the pool, with its driver on PostgreSQL. Opening a
+    /// SQLite file may wait for its lock (`journal_mode`), so it happens on a
+    /// blocking thread.
+    async fn connect(&self) -> diesel::ConnectionResult<(AnyConnection, Option<Driver>)> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => {
+                let bad = |e: tokio_postgres::Error| diesel::ConnectionError::BadConnection(e.to_string());
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(bad)?;
+                let mut driver: Option<Driver> = Some(Box::pin(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(error = %error, "database connection ended");
+                    }
+                }));
+                let mut conn = drive(AsyncPgConnection::try_from(client), &mut driver).await?;
+                drive(conn.batch_execute(&self.postgres_setup()), &mut driver)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok((AnyConnection::Postgresql(conn), driver))
             }
             DatabaseUrl::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
-                conn.batch_execute(&format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                    self.busy_timeout.as_millis()
-                ))
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(AnyConnection::Sqlite(conn))
+                let (settings, path) = (self.clone(), path.clone());
+                let conn = tokio::task::spawn_blocking(move || settings.establish_sqlite(&path))
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))??;
+                Ok((AnyConnection::Sqlite(SyncConnectionWrapper::with_runtime(conn, Inline)), None))
             }
         }
     }
+
+    fn postgres_setup(&self) -> String {
+        let ms = self.statement_timeout.as_millis();
+        format!(
+            "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {}; SET TIME ZONE 'UTC';",
+            ms * 2
+        )
+    }
+
+    fn establish_sqlite(&self, path: &std::path::Path) -> diesel::ConnectionResult<SqliteConnection> {
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+        conn.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            self.busy_timeout.as_millis()
+        ))
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
 }
 
-/// A pooled connection, and whether its last use ended in an error.
+/// The I/O of a PostgreSQL connection: tokio-postgres's connection future,
+/// which reads and writes the socket for the client half that diesel-async
+/// wraps.
+pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `work` while polling the connection's I/O in the same task.
 ///
-/// The pool does not test a connection before handing it out (r2d2's
-/// `test_on_check_out` costs a `SELECT 1` round trip on every use, one in
-/// eight of a refresh grant's). Instead a connection whose work failed is
-/// pinged when it comes back, and a dead one is dropped then: after the
-/// database restarts, each stale connection fails one request (503) and
-/// leaves the pool, rather than failing every request it serves.
+/// The driver is not spawned as a task of its own: a spawned driver lives on
+/// the runtime that opened the connection, and every round trip of a request
+/// on another actix worker would cross threads twice. Driven here, a round
+/// trip is a write and a read on the thread that serves the request, the way
+/// the benchmark floor does it (docs/PERFORMANCE.md). Between uses nobody
+/// polls it, so a connection the server closed meanwhile is noticed at its
+/// next use, which fails (503) and drops it (`Manager::recycle`).
+pub async fn drive<T>(work: impl std::future::Future<Output = T>, driver: &mut Option<Driver>) -> T {
+    let mut work = std::pin::pin!(work);
+    if let Some(io) = driver.as_mut() {
+        match futures_util::future::select(work.as_mut(), io.as_mut()).await {
+            futures_util::future::Either::Left((out, _)) => return out,
+            // The connection is gone: the work sees it closed.
+            futures_util::future::Either::Right(((), _)) => *driver = None,
+        }
+    }
+    work.await
+}
+
+/// A pooled connection, its driver, and whether its last use ended in an
+/// error.
+///
+/// The pool does not test a connection before handing it out (that costs a
+/// round trip on every use, one in eight of a refresh grant's). Instead a
+/// connection whose work failed is pinged when it is next handed out, and a
+/// dead one is dropped then: after the database restarts, each stale
+/// connection fails one request (503) and leaves the pool, rather than
+/// failing every request it serves.
 pub struct Pooled {
     pub(super) conn: AnyConnection,
+    pub(super) driver: Option<Driver>,
     pub(super) suspect: bool,
 }
 
-/// r2d2 manager that picks the backend from the parsed URL instead of letting
-/// each backend try the string (SQLite would accept any string as a path).
+/// deadpool manager that picks the backend from the parsed URL instead of
+/// letting each backend try the string (SQLite would accept any string as a
+/// path).
 #[derive(Debug)]
 pub struct Manager(pub ConnectionSettings);
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = Pooled;
-    type Error = diesel::r2d2::Error;
+impl deadpool::managed::Manager for Manager {
+    type Type = Pooled;
+    type Error = diesel::ConnectionError;
 
-    fn connect(&self) -> Result<Pooled, Self::Error> {
-        let conn = self.0.establish().map_err(diesel::r2d2::Error::ConnectionError)?;
-        Ok(Pooled { conn, suspect: false })
-    }
-
-    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), Self::Error> {
-        pooled.conn.ping().map_err(diesel::r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, pooled: &mut Pooled) -> bool {
-        if pooled.conn.is_broken() {
-            return true;
+    async fn create(&self) -> Result<Pooled, Self::Error> {
+        match self.0.connect().await {
+            Ok((conn, driver)) => Ok(Pooled { conn, driver, suspect: false }),
+            Err(error) => {
+                tracing::warn!(error = %error, "database connection failed");
+                Err(error)
+            }
         }
-        std::mem::take(&mut pooled.suspect) && pooled.conn.ping().is_err()
+    }
+
+    async fn recycle(
+        &self,
+        pooled: &mut Pooled,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        if pooled.conn.is_broken() {
+            return Err(deadpool::managed::RecycleError::message("connection broken"));
+        }
+        if std::mem::take(&mut pooled.suspect) && drive(pooled.conn.ping(), &mut pooled.driver).await.is_err() {
+            return Err(deadpool::managed::RecycleError::message("connection lost"));
+        }
+        Ok(())
     }
 }

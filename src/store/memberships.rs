@@ -1,6 +1,7 @@
 //! Queries on `memberships` (user ↔ organisation).
 
 use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
 use super::AnyConnection;
 use super::organisations::OrganisationRow;
@@ -8,23 +9,19 @@ use super::schema::{memberships, organisations, users};
 use super::types::{DbTime, DbUuid};
 use super::users::UserRow;
 
-pub fn is_member(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(memberships::table.find((organisation, user)))).get_result(conn)
+pub async fn is_member(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
+    on_backend!(conn, c => diesel::select(diesel::dsl::exists(memberships::table.find((organisation, user)))).get_result(c).await)
 }
 
-pub fn insert(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid, now: DbTime) -> QueryResult<()> {
-    diesel::insert_into(memberships::table)
-        .values((
-            memberships::organisation_id.eq(organisation),
-            memberships::user_id.eq(user),
-            memberships::created_at.eq(now),
-        ))
-        .execute(conn)
-        .map(drop)
+pub async fn insert(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid, now: DbTime) -> QueryResult<()> {
+    let values =
+        (memberships::organisation_id.eq(organisation), memberships::user_id.eq(user), memberships::created_at.eq(now));
+    on_backend!(conn, c => diesel::insert_into(memberships::table).values(values).execute(c).await).map(drop)
 }
 
-pub fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
-    diesel::delete(memberships::table.find((organisation, user))).execute(conn).map(|n| n == 1)
+pub async fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
+    on_backend!(conn, c => diesel::delete(memberships::table.find((organisation, user))).execute(c).await)
+        .map(|n| n == 1)
 }
 
 /// Deletes every membership of a user or of an organisation, before the
@@ -38,26 +35,31 @@ pub fn delete(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> Q
 /// memberships cross (user X, organisation B, user Y, organisation A, all at
 /// once) could each hold one row the next one needs. In one order they
 /// wait for each other in a line, never in a circle.
-pub fn delete_all_of(conn: &mut AnyConnection, owner: MembershipsOf) -> QueryResult<usize> {
+pub async fn delete_all_of(conn: &mut AnyConnection, owner: MembershipsOf) -> QueryResult<usize> {
     if let AnyConnection::Postgresql(pg) = conn {
         let keys = memberships::table
             .select((memberships::organisation_id, memberships::user_id))
             .order((memberships::organisation_id, memberships::user_id));
         match owner {
             MembershipsOf::User(user) => {
-                keys.filter(memberships::user_id.eq(user)).for_update().load::<(DbUuid, DbUuid)>(pg)?
+                keys.filter(memberships::user_id.eq(user)).for_update().load::<(DbUuid, DbUuid)>(pg).await?
             }
             MembershipsOf::Organisation(organisation) => {
-                keys.filter(memberships::organisation_id.eq(organisation)).for_update().load::<(DbUuid, DbUuid)>(pg)?
+                keys.filter(memberships::organisation_id.eq(organisation))
+                    .for_update()
+                    .load::<(DbUuid, DbUuid)>(pg)
+                    .await?
             }
         };
     }
     match owner {
         MembershipsOf::User(user) => {
-            diesel::delete(memberships::table.filter(memberships::user_id.eq(user))).execute(conn)
+            on_backend!(conn, c => diesel::delete(memberships::table.filter(memberships::user_id.eq(user))).execute(c).await)
         }
         MembershipsOf::Organisation(organisation) => {
-            diesel::delete(memberships::table.filter(memberships::organisation_id.eq(organisation))).execute(conn)
+            on_backend!(conn, c => {
+                diesel::delete(memberships::table.filter(memberships::organisation_id.eq(organisation))).execute(c).await
+            })
         }
     }
 }
@@ -81,7 +83,7 @@ pub enum MembershipsOf {
 /// revokes tokens, and a delete of a user or organisation removes the
 /// memberships before the parent row ([`delete_all_of`]): one order, no
 /// deadlock. SQLite's single writer serialises them already.
-pub fn member_for_grant(
+pub async fn member_for_grant(
     conn: &mut AnyConnection,
     organisation: DbUuid,
     user: DbUuid,
@@ -98,27 +100,29 @@ pub fn member_for_grant(
         };
     }
     match conn {
-        AnyConnection::Postgresql(pg) => query!().for_share().first(pg).optional(),
-        AnyConnection::Sqlite(sqlite) => query!().first(sqlite).optional(),
+        AnyConnection::Postgresql(pg) => query!().for_share().first(pg).await.optional(),
+        AnyConnection::Sqlite(sqlite) => query!().first(sqlite).await.optional(),
     }
 }
 
 /// Every organisation `user` belongs to, by name.
-pub fn organisations_of(conn: &mut AnyConnection, user: DbUuid) -> QueryResult<Vec<OrganisationRow>> {
-    memberships::table
+pub async fn organisations_of(conn: &mut AnyConnection, user: DbUuid) -> QueryResult<Vec<OrganisationRow>> {
+    on_backend!(conn, c => memberships::table
         .inner_join(organisations::table)
         .filter(memberships::user_id.eq(user))
         .order(organisations::name_key.asc())
         .select(OrganisationRow::as_select())
-        .load(conn)
+        .load(c)
+        .await)
 }
 
 /// Members of an organisation, by username.
-pub fn members_of(conn: &mut AnyConnection, organisation: DbUuid) -> QueryResult<Vec<UserRow>> {
-    memberships::table
+pub async fn members_of(conn: &mut AnyConnection, organisation: DbUuid) -> QueryResult<Vec<UserRow>> {
+    on_backend!(conn, c => memberships::table
         .inner_join(users::table)
         .filter(memberships::organisation_id.eq(organisation))
         .order(users::username_key.asc())
         .select(UserRow::as_select())
-        .load(conn)
+        .load(c)
+        .await)
 }

@@ -3,7 +3,7 @@
 
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::connection::AnyConnection;
+use super::connection::SyncConnection;
 
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -11,19 +11,19 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub type MigrationError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Applies every pending migration; returns the versions applied.
-pub fn run_pending(conn: &mut AnyConnection) -> Result<Vec<String>, MigrationError> {
+pub fn run_pending(conn: &mut SyncConnection) -> Result<Vec<String>, MigrationError> {
     let applied = match conn {
-        AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES)?,
-        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE)?,
+        SyncConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES)?,
+        SyncConnection::Sqlite(c) => c.run_pending_migrations(SQLITE)?,
     };
     Ok(applied.iter().map(ToString::to_string).collect())
 }
 
 /// Reverts every applied migration (used by the up-down-up test).
-pub fn revert_all(conn: &mut AnyConnection) -> Result<Vec<String>, MigrationError> {
+pub fn revert_all(conn: &mut SyncConnection) -> Result<Vec<String>, MigrationError> {
     let reverted = match conn {
-        AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES)?,
-        AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE)?,
+        SyncConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES)?,
+        SyncConnection::Sqlite(c) => c.revert_all_migrations(SQLITE)?,
     };
     Ok(reverted.iter().map(ToString::to_string).collect())
 }

@@ -2,6 +2,17 @@
 //! file of queries per table. Never imports actix. Queries take a
 //! `&mut AnyConnection`; transactions are opened by the service layer.
 
+/// Runs the same diesel query on whichever backend `$conn` is: the query is
+/// written once and compiled for each (diesel-async has no `MultiConnection`).
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::AnyConnection::Postgresql($c) => $body,
+            $crate::store::AnyConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
 pub mod audit;
 pub mod connection;
 pub mod memberships;
@@ -14,10 +25,12 @@ pub mod users;
 
 use std::time::Duration;
 
-pub use connection::{AnyConnection, ConnectionSettings, DatabaseUrl};
+pub use connection::{AnyConnection, ConnectionSettings, DatabaseUrl, SyncConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 
-pub type Pool = r2d2::Pool<connection::Manager>;
+pub type Pool = deadpool::managed::Pool<connection::Manager>;
 
 /// What can go wrong below the service layer, reduced to what callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +52,12 @@ impl From<DieselError> for StoreError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 Self::Conflict(info.constraint_name().unwrap_or(info.message()).to_owned())
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            // The asynchronous driver reports a connection lost halfway as a
+            // command it could not send.
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
             | DieselError::BrokenTransactionManager => Self::Unavailable(error.to_string()),
             DieselError::DatabaseError(_, info) if is_transient(info.message()) => Self::Unavailable(error.to_string()),
             _ => Self::Query(error),
@@ -70,18 +88,19 @@ fn is_transient(message: &str) -> bool {
     TRANSIENT.iter().any(|t| message.contains(t))
 }
 
-/// The pool plus the one way to use it from async code.
+/// A pool plus the one way to use it from async code.
+///
+/// On PostgreSQL each actix worker has a store of its own, with its share of
+/// the connections (`Store::for_worker`). A worker is a single-threaded
+/// runtime, and a connection's socket belongs to the runtime that opened it:
+/// one worker using another's connection wakes a second thread on every
+/// round trip (docs/DECISIONS.md). The store built at start (`Store::new`)
+/// serves the rest: start-up, background jobs and commands.
 #[derive(Clone)]
 pub struct Store {
+    /// Requests wait for a connection as futures, for at most the acquire
+    /// timeout; connecting is bounded by it too.
     pool: Pool,
-    /// One permit per pooled connection, taken before the work leaves the
-    /// async workers: requests wait for a connection as futures, not as
-    /// blocking threads parked in the pool, so a flood of requests keeps at
-    /// most pool-size database threads busy (each actix worker has its own
-    /// runtime and blocking pool, so idle ones are not shared: about
-    /// workers × (pool + hashing) threads at most, instead of one per
-    /// waiting request).
-    connections: std::sync::Arc<tokio::sync::Semaphore>,
     acquire_timeout: Duration,
     url: DatabaseUrl,
     /// False while the schema could not be migrated yet (a start without
@@ -112,20 +131,23 @@ impl Store {
         // pool instead of in SQLite's busy handler, where a deferred
         // transaction that upgrades to a write can fail without waiting.
         let max_size = if url.is_postgres() { sizing.max_size } else { 1 };
-        let pool = r2d2::Pool::builder()
-            .max_size(max_size)
-            .min_idle(Some(0))
-            .connection_timeout(sizing.acquire_timeout)
-            .test_on_check_out(false)
-            .error_handler(Box::new(TracingErrorHandler))
-            .build_unchecked(connection::Manager(settings));
         Self {
-            pool,
-            connections: std::sync::Arc::new(tokio::sync::Semaphore::new(max_size as usize)),
+            pool: build_pool(settings, max_size, sizing.acquire_timeout),
             acquire_timeout: sizing.acquire_timeout,
             url,
             schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    /// The store of one HTTP worker: a pool of `max_size` connections of its
+    /// own on PostgreSQL, everything else shared. SQLite keeps its one
+    /// shared connection (one writer).
+    pub fn for_worker(&self, max_size: u32) -> Self {
+        if !self.url.is_postgres() {
+            return self.clone();
+        }
+        let settings = self.pool.manager().0.clone();
+        Self { pool: build_pool(settings, max_size.max(1), self.acquire_timeout), ..self.clone() }
     }
 
     pub fn set_schema_ready(&self, ready: bool) {
@@ -140,64 +162,76 @@ impl Store {
         &self.url
     }
 
-    /// Runs blocking database work off the async workers, on tokio's blocking
-    /// pool, keeping the caller's tracing span (and so its request id).
+    /// Runs database work with a pooled connection, to its end even if the
+    /// caller goes away halfway (a client that gave up, shutdown's grace
+    /// running out): a transaction is never abandoned mid-way, and what a
+    /// request did is audited whether or not its answer was read. Both
+    /// backends behave the same in this.
+    ///
+    /// On PostgreSQL the work is a task on the caller's runtime: the driver
+    /// is asynchronous, so a round trip costs no thread. On SQLite, whose
+    /// driver blocks, the whole of it runs on one thread of tokio's blocking
+    /// pool. Either way it keeps the caller's tracing span (and so its
+    /// request id).
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
-        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         if !self.schema_ready() {
             return Err(E::from(StoreError::Unavailable("the schema is not migrated yet".into())));
         }
-        // The wait for a connection, permit and pool together, is bounded by
-        // the acquire timeout.
-        let started = std::time::Instant::now();
-        let permit = tokio::time::timeout(self.acquire_timeout, self.connections.clone().acquire_owned())
-            .await
-            .map_err(|_| E::from(StoreError::Unavailable("timed out waiting for a database connection".into())))?
-            .map_err(|closed| E::from(StoreError::Unavailable(closed.to_string())))?;
-        let (pool, left) = (self.pool.clone(), self.acquire_timeout.saturating_sub(started.elapsed()));
+        let mut pooled = self.pool.get().await.map_err(|e| E::from(StoreError::Unavailable(pool_error(&e))))?;
         let span = tracing::Span::current();
-        let joined = crate::blocking::run(permit, move || {
-            span.in_scope(|| {
-                // An idle connection is taken at once even when no time is left.
-                let mut pooled = pool.get_timeout(left).map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
-                let result = work(&mut pooled.conn);
-                // Checked when it returns to the pool (`Manager::has_broken`).
-                pooled.suspect = result.is_err();
-                result
-            })
+        let task = async move {
+            let connection::Pooled { conn, driver, suspect } = &mut *pooled;
+            let result = connection::drive(work(conn), driver).await;
+            *suspect = result.is_err();
+            result
+        };
+        let joined = if self.url.is_postgres() {
+            tokio::spawn(tracing::Instrument::instrument(task, span)).await
+        } else {
+            tokio::task::spawn_blocking(move || span.in_scope(|| tokio::runtime::Handle::current().block_on(task)))
+                .await
+        };
+        joined.unwrap_or_else(|join_error| {
+            Err(E::from(StoreError::Unavailable(format!("database task ended abnormally: {join_error}"))))
         })
-        .await;
-        match joined {
-            Ok(result) => result,
-            Err(join_error) => {
-                Err(E::from(StoreError::Unavailable(format!("database task ended abnormally: {join_error}"))))
-            }
-        }
     }
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        use diesel::r2d2::R2D2Connection;
-        self.run(|conn| conn.ping().map_err(StoreError::from)).await
+        self.run(|conn| async move { conn.ping().await.map_err(StoreError::from) }.boxed()).await
     }
 
     /// Connections currently open and idle (for leak checks and metrics).
     pub fn pool_state(&self) -> (u32, u32) {
-        let state = self.pool.state();
-        (state.connections, state.idle_connections)
+        let status = self.pool.status();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (count(status.size), count(status.available))
     }
 }
 
-#[derive(Debug)]
-struct TracingErrorHandler;
+fn build_pool(settings: ConnectionSettings, max_size: u32, acquire_timeout: Duration) -> Pool {
+    let timeout = Some(acquire_timeout);
+    let pool = deadpool::managed::Pool::builder(connection::Manager(settings))
+        .max_size(max_size as usize)
+        .runtime(deadpool::Runtime::Tokio1)
+        .timeouts(deadpool::managed::Timeouts { wait: timeout, create: timeout, recycle: timeout })
+        .build();
+    let Ok(pool) = pool else { unreachable!("a runtime is given, so the timeouts can be kept") };
+    pool
+}
 
-impl r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
-    fn handle_error(&self, error: diesel::r2d2::Error) {
-        tracing::warn!(error = %error, "database connection failed");
+/// Why no connection was handed out, without the URL.
+fn pool_error(error: &deadpool::managed::PoolError<diesel::ConnectionError>) -> String {
+    use deadpool::managed::PoolError;
+    match error {
+        PoolError::Timeout(_) => "timed out waiting for a database connection".into(),
+        PoolError::Backend(e) => e.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -207,24 +241,37 @@ impl r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
 /// front: a deferred transaction that reads first and writes later fails at
 /// once (without waiting for the busy timeout) when another process — a
 /// second instance, or `sts user create` — holds the lock at that moment.
-pub fn transaction<T, E, F>(conn: &mut AnyConnection, work: F) -> Result<T, E>
+pub async fn transaction<T, E, F>(conn: &mut AnyConnection, work: F) -> Result<T, E>
 where
-    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    F: AsyncFnOnce(&mut AnyConnection) -> Result<T, E>,
     E: From<DieselError>,
 {
-    use diesel::Connection;
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    let AnyConnection::Sqlite(sqlite) = conn else { return conn.transaction(work) };
-    AnsiTransactionManager::begin_transaction_sql(&mut *sqlite, "BEGIN IMMEDIATE")?;
-    let result = work(conn);
-    let AnyConnection::Sqlite(sqlite) = conn else { return result };
-    match result {
-        Ok(value) => {
-            AnsiTransactionManager::commit_transaction(&mut *sqlite)?;
-            Ok(value)
+    use diesel_async::{AsyncConnection, TransactionManager};
+    async fn commit<C: AsyncConnection>(c: &mut C) -> diesel::QueryResult<()> {
+        C::TransactionManager::commit_transaction(c).await
+    }
+    async fn rollback<C: AsyncConnection>(c: &mut C) -> diesel::QueryResult<()> {
+        C::TransactionManager::rollback_transaction(c).await
+    }
+    match conn {
+        AnyConnection::Postgresql(pg) => diesel_async::AnsiTransactionManager::begin_transaction(pg).await?,
+        AnyConnection::Sqlite(sqlite) => {
+            use diesel::connection::AnsiTransactionManager;
+            sqlite.spawn_blocking(|c| AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")).await?;
         }
+    }
+    match work(conn).await {
+        Ok(value) => match on_backend!(conn, c => commit(c).await) {
+            Ok(()) => Ok(value),
+            Err(error) => {
+                // The commit failed (a serialisation failure, a lost
+                // connection): end the transaction either way.
+                let _ = on_backend!(conn, c => rollback(c).await);
+                Err(error.into())
+            }
+        },
         Err(error) => {
-            AnsiTransactionManager::rollback_transaction(&mut *sqlite)?;
+            on_backend!(conn, c => rollback(c).await)?;
             Err(error)
         }
     }

@@ -1,6 +1,7 @@
 //! Queries on `organisations`.
 
 use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
 use super::AnyConnection;
 use super::schema::organisations;
@@ -22,60 +23,63 @@ pub struct OrganisationRow {
     pub deactivated_at: Option<DbTime>,
 }
 
-pub fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<()> {
-    diesel::insert_into(organisations::table).values(row).execute(conn).map(drop)
+pub async fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<()> {
+    on_backend!(conn, c => diesel::insert_into(organisations::table).values(row).execute(c).await).map(drop)
 }
 
-pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
-    organisations::table.find(id).select(OrganisationRow::as_select()).first(conn).optional()
+pub async fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
+    on_backend!(conn, c => organisations::table.find(id).select(OrganisationRow::as_select()).first(c).await).optional()
 }
 
-pub fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(organisations::table.find(id))).get_result(conn)
+pub async fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    on_backend!(conn, c => diesel::select(diesel::dsl::exists(organisations::table.find(id))).get_result(c).await)
 }
 
-pub fn name_taken(conn: &mut AnyConnection, name_key: &str, except: Option<DbUuid>) -> QueryResult<bool> {
-    let mut query = organisations::table.filter(organisations::name_key.eq(name_key)).into_boxed();
-    if let Some(id) = except {
-        query = query.filter(organisations::id.ne(id));
-    }
-    query.count().get_result::<i64>(conn).map(|n| n > 0)
+pub async fn name_taken(conn: &mut AnyConnection, name_key: &str, except: Option<DbUuid>) -> QueryResult<bool> {
+    let same_name = organisations::table.filter(organisations::name_key.eq(name_key));
+    let count = match except {
+        Some(id) => {
+            on_backend!(conn, c => same_name.filter(organisations::id.ne(id)).count().get_result::<i64>(c).await)
+        }
+        None => on_backend!(conn, c => same_name.count().get_result::<i64>(c).await),
+    };
+    count.map(|n| n > 0)
 }
 
 /// Writes every mutable column; returns whether the row existed.
-pub fn update(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<bool> {
-    diesel::update(organisations::table.find(row.id))
-        .set((
-            organisations::name.eq(&row.name),
-            organisations::name_key.eq(&row.name_key),
-            organisations::roles.eq(&row.roles),
-            organisations::last_modified.eq(row.last_modified),
-            organisations::deactivated_at.eq(row.deactivated_at),
-        ))
-        .execute(conn)
+pub async fn update(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<bool> {
+    let changes = (
+        organisations::name.eq(&row.name),
+        organisations::name_key.eq(&row.name_key),
+        organisations::roles.eq(&row.roles),
+        organisations::last_modified.eq(row.last_modified),
+        organisations::deactivated_at.eq(row.deactivated_at),
+    );
+    on_backend!(conn, c => diesel::update(organisations::table.find(row.id)).set(changes).execute(c).await)
         .map(|n| n == 1)
 }
 
 /// Locks the organisation's row until the transaction ends (PostgreSQL;
 /// SQLite has one writer already). Returns whether it exists.
-pub fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+pub async fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
     match conn {
         AnyConnection::Postgresql(pg) => organisations::table
             .find(id)
             .select(organisations::id)
             .for_update()
             .first::<DbUuid>(pg)
+            .await
             .optional()
             .map(|r| r.is_some()),
-        AnyConnection::Sqlite(_) => exists(conn, id),
+        AnyConnection::Sqlite(_) => exists(conn, id).await,
     }
 }
 
 /// Deletes the organisation; memberships and refresh tokens would go with it
 /// (ON DELETE CASCADE), but `service::organisations::delete` deletes them
 /// first, in the lock order. Returns whether it existed.
-pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::delete(organisations::table.find(id)).execute(conn).map(|n| n == 1)
+pub async fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    on_backend!(conn, c => diesel::delete(organisations::table.find(id)).execute(c).await).map(|n| n == 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,27 +112,33 @@ pub fn like_prefix(prefix: &str) -> String {
 }
 
 /// One page and the total count under the same filters.
-pub fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<OrganisationRow>, i64)> {
-    let filtered = || {
-        let mut query = organisations::table.into_boxed();
-        if let Some(prefix) = &q.name_prefix {
-            query = query.filter(organisations::name_key.like(like_prefix(&prefix.to_lowercase())).escape('\\'));
-        }
-        match q.deactivated {
-            Some(true) => query = query.filter(organisations::deactivated_at.is_not_null()),
-            Some(false) => query = query.filter(organisations::deactivated_at.is_null()),
-            None => {}
-        }
-        query
-    };
-    let total: i64 = filtered().count().get_result(conn)?;
-    let mut query = filtered();
-    query = match (q.sort, q.descending) {
-        (SortBy::Name, false) => query.order((organisations::name_key.asc(), organisations::id.asc())),
-        (SortBy::Name, true) => query.order((organisations::name_key.desc(), organisations::id.desc())),
-        (SortBy::CreatedDate, false) => query.order((organisations::created_at.asc(), organisations::id.asc())),
-        (SortBy::CreatedDate, true) => query.order((organisations::created_at.desc(), organisations::id.desc())),
-    };
-    let rows = query.select(OrganisationRow::as_select()).limit(q.page_size).offset(q.page * q.page_size).load(conn)?;
-    Ok((rows, total))
+pub async fn list(conn: &mut AnyConnection, q: &ListQuery) -> QueryResult<(Vec<OrganisationRow>, i64)> {
+    // A boxed query is typed by its backend: one is built per backend.
+    on_backend!(conn, c => {
+        let filtered = || {
+            let mut query = organisations::table.into_boxed();
+            if let Some(prefix) = &q.name_prefix {
+                query = query.filter(organisations::name_key.like(like_prefix(&prefix.to_lowercase())).escape('\\'));
+            }
+            match q.deactivated {
+                Some(true) => query = query.filter(organisations::deactivated_at.is_not_null()),
+                Some(false) => query = query.filter(organisations::deactivated_at.is_null()),
+                None => {}
+            }
+            query
+        };
+        let total: i64 = filtered().count().get_result(c).await?;
+        let page = || {
+            let query = filtered();
+            let query = match (q.sort, q.descending) {
+                (SortBy::Name, false) => query.order((organisations::name_key.asc(), organisations::id.asc())),
+                (SortBy::Name, true) => query.order((organisations::name_key.desc(), organisations::id.desc())),
+                (SortBy::CreatedDate, false) => query.order((organisations::created_at.asc(), organisations::id.asc())),
+                (SortBy::CreatedDate, true) => query.order((organisations::created_at.desc(), organisations::id.desc())),
+            };
+            query.select(OrganisationRow::as_select()).limit(q.page_size).offset(q.page * q.page_size)
+        };
+        let rows = page().load(c).await?;
+        Ok((rows, total))
+    })
 }

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::HasSqlType;
+use diesel_async::RunQueryDsl;
 
 use super::AnyConnection;
 use super::schema::refresh_tokens;
@@ -31,21 +32,22 @@ pub struct RefreshTokenRow {
     pub revoked_at: Option<DbTime>,
 }
 
-pub fn insert(conn: &mut AnyConnection, row: &RefreshTokenRow) -> QueryResult<()> {
-    diesel::insert_into(refresh_tokens::table).values(row).execute(conn).map(drop)
+pub async fn insert(conn: &mut AnyConnection, row: &RefreshTokenRow) -> QueryResult<()> {
+    on_backend!(conn, c => diesel::insert_into(refresh_tokens::table).values(row).execute(c).await).map(drop)
 }
 
-pub fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
-    refresh_tokens::table
+pub async fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
+    on_backend!(conn, c => refresh_tokens::table
         .filter(refresh_tokens::digest.eq(digest))
         .select(RefreshTokenRow::as_select())
-        .first(conn)
-        .optional()
+        .first(c)
+        .await)
+    .optional()
 }
 
 /// Marks the token used if, and only if, nobody used or revoked it first.
-pub fn consume(conn: &mut AnyConnection, id: DbUuid, now: DbTime) -> QueryResult<bool> {
-    Consume { id, now }.execute(conn).map(|n| n == 1)
+pub async fn consume(conn: &mut AnyConnection, id: DbUuid, now: DbTime) -> QueryResult<bool> {
+    on_backend!(conn, c => Consume { id, now }.execute(c).await).map(|n| n == 1)
 }
 
 /// The conditional update of [`consume`], written out: diesel never caches
@@ -75,14 +77,10 @@ where
     }
 }
 
-impl<Conn> RunQueryDsl<Conn> for Consume {}
-
-pub fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> QueryResult<usize> {
-    diesel::update(
-        refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)).filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)
+pub async fn revoke_family(conn: &mut AnyConnection, family: DbUuid, now: DbTime) -> QueryResult<usize> {
+    let live =
+        refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)).filter(refresh_tokens::revoked_at.is_null());
+    on_backend!(conn, c => diesel::update(live).set(refresh_tokens::revoked_at.eq(now)).execute(c).await)
 }
 
 /// Whose tokens a write over many families touches.
@@ -115,19 +113,22 @@ macro_rules! owned_by {
 
 /// Revokes every live token of `owner`, the families' anchors locked first
 /// (`lock_families`).
-pub fn revoke_all_of(conn: &mut AnyConnection, owner: TokensOf, now: DbTime) -> QueryResult<usize> {
-    lock_families(conn, owner, Tokens::Live)?;
-    owned_by!(diesel::update(refresh_tokens::table.filter(refresh_tokens::revoked_at.is_null())), owner)
-        .set(refresh_tokens::revoked_at.eq(now))
-        .execute(conn)
+pub async fn revoke_all_of(conn: &mut AnyConnection, owner: TokensOf, now: DbTime) -> QueryResult<usize> {
+    lock_families(conn, owner, Tokens::Live).await?;
+    on_backend!(conn, c => {
+        owned_by!(diesel::update(refresh_tokens::table.filter(refresh_tokens::revoked_at.is_null())), owner)
+            .set(refresh_tokens::revoked_at.eq(now))
+            .execute(c)
+            .await
+    })
 }
 
 /// Deletes every token of `owner`, the families' anchors locked first:
 /// called before the user or organisation row is deleted, so that its
 /// cascade finds nothing left to take in an order of its own.
-pub fn delete_all_of(conn: &mut AnyConnection, owner: TokensOf) -> QueryResult<usize> {
-    lock_families(conn, owner, Tokens::All)?;
-    owned_by!(diesel::delete(refresh_tokens::table), owner).execute(conn)
+pub async fn delete_all_of(conn: &mut AnyConnection, owner: TokensOf) -> QueryResult<usize> {
+    lock_families(conn, owner, Tokens::All).await?;
+    on_backend!(conn, c => owned_by!(diesel::delete(refresh_tokens::table), owner).execute(c).await)
 }
 
 /// Which of an owner's tokens a write touches, and so whose families it locks.
@@ -148,7 +149,7 @@ enum Tokens {
 /// the write waits for the replay instead, and two such writes cannot wait
 /// for each other. The caller has already locked the user, membership or
 /// organisation row the change is about (docs/DECISIONS.md).
-fn lock_families(conn: &mut AnyConnection, owner: TokensOf, tokens: Tokens) -> QueryResult<()> {
+async fn lock_families(conn: &mut AnyConnection, owner: TokensOf, tokens: Tokens) -> QueryResult<()> {
     let AnyConnection::Postgresql(pg) = conn else { return Ok(()) };
     let mut families = owned_by!(refresh_tokens::table.select(refresh_tokens::family_id), owner);
     if tokens == Tokens::Live {
@@ -159,7 +160,8 @@ fn lock_families(conn: &mut AnyConnection, owner: TokensOf, tokens: Tokens) -> Q
         .select(refresh_tokens::id)
         .order(refresh_tokens::id)
         .for_update()
-        .load::<DbUuid>(pg)?;
+        .load::<DbUuid>(pg)
+        .await?;
     Ok(())
 }
 
@@ -171,9 +173,9 @@ fn lock_families(conn: &mut AnyConnection, owner: TokensOf, tokens: Tokens) -> Q
 /// means two of them cannot deadlock. (Choosing "the oldest token" instead
 /// is not stable: tokens issued in the same microsecond tie.) SQLite has one
 /// writer already.
-pub fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResult<()> {
+pub async fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResult<()> {
     if let AnyConnection::Postgresql(pg) = conn {
-        refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(pg)?;
+        refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(pg).await?;
     }
     Ok(())
 }

@@ -1,9 +1,7 @@
 //! Column types that are native on each backend behind one Rust type:
 //! `uuid`, `timestamptz` and `jsonb` on PostgreSQL, text on SQLite.
 //!
-//! diesel's `MultiBackend` only knows the handful of SQL types both backends
-//! share; these newtypes add the rest by delegating to each backend's own
-//! implementation (the recipe from the `MultiConnection` derive docs).
+//! Each newtype delegates to the backend's own implementation.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::backend::Backend;
@@ -11,12 +9,10 @@ use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::pg::Pg;
 use diesel::serialize::{self, IsNull, Output, ToSql};
-use diesel::sql_types::{self, HasSqlType};
+use diesel::sql_types;
 use diesel::sqlite::Sqlite;
 use diesel::{QueryId, SqlType};
 use uuid::Uuid;
-
-use super::connection::MultiBackend;
 
 /// `uuid` on PostgreSQL, canonical lowercase text on SQLite.
 #[derive(Debug, Clone, Copy, SqlType, QueryId)]
@@ -153,32 +149,3 @@ impl FromSql<SqlNames, Sqlite> for DbNames {
         Ok(Self(serde_json::from_str(&text)?))
     }
 }
-
-// --- MultiBackend: dispatch to whichever backend is live -------------------
-
-macro_rules! multi_backend_type {
-    ($sql:ident, $rust:ty) => {
-        impl HasSqlType<$sql> for MultiBackend {
-            fn metadata(lookup: &mut Self::MetadataLookup) -> Self::TypeMetadata {
-                MultiBackend::lookup_sql_type::<$sql>(lookup)
-            }
-        }
-
-        impl FromSql<$sql, MultiBackend> for $rust {
-            fn from_sql(bytes: <MultiBackend as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
-                bytes.from_sql::<Self, $sql>()
-            }
-        }
-
-        impl ToSql<$sql, MultiBackend> for $rust {
-            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, MultiBackend>) -> serialize::Result {
-                out.set_value(($sql, self));
-                Ok(IsNull::No)
-            }
-        }
-    };
-}
-
-multi_backend_type!(SqlUuid, DbUuid);
-multi_backend_type!(SqlTime, DbTime);
-multi_backend_type!(SqlNames, DbNames);

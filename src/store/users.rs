@@ -1,6 +1,7 @@
 //! Queries on `users` (people and technical users).
 
 use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
 use super::AnyConnection;
 use super::schema::users;
@@ -36,84 +37,94 @@ impl std::fmt::Debug for UserRow {
     }
 }
 
-pub fn insert(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<()> {
-    diesel::insert_into(users::table).values(row).execute(conn).map(drop)
+pub async fn insert(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<()> {
+    on_backend!(conn, c => diesel::insert_into(users::table).values(row).execute(c).await).map(drop)
 }
 
-pub fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
-    users::table.find(id).select(UserRow::as_select()).first(conn).optional()
+pub async fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
+    on_backend!(conn, c => users::table.find(id).select(UserRow::as_select()).first(c).await).optional()
 }
 
 /// Whether the user exists and is not disabled.
-pub fn is_active(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+pub async fn is_active(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
     let disabled_at: Option<Option<DbTime>> =
-        users::table.find(id).select(users::disabled_at).first(conn).optional()?;
+        on_backend!(conn, c => users::table.find(id).select(users::disabled_at).first(c).await).optional()?;
     Ok(matches!(disabled_at, Some(None)))
 }
 
 /// The user, share-locked on PostgreSQL until the transaction ends (see
 /// `memberships::member_for_grant`), for a grant without an organisation.
-pub fn find_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
+pub async fn find_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
     match conn {
         AnyConnection::Postgresql(pg) => {
-            users::table.find(id).select(UserRow::as_select()).for_share().first(pg).optional()
+            users::table.find(id).select(UserRow::as_select()).for_share().first(pg).await.optional()
         }
-        AnyConnection::Sqlite(sqlite) => users::table.find(id).select(UserRow::as_select()).first(sqlite).optional(),
+        AnyConnection::Sqlite(sqlite) => {
+            users::table.find(id).select(UserRow::as_select()).first(sqlite).await.optional()
+        }
     }
 }
 
-pub fn find_by_username(conn: &mut AnyConnection, username_key: &str) -> QueryResult<Option<UserRow>> {
-    users::table.filter(users::username_key.eq(username_key)).select(UserRow::as_select()).first(conn).optional()
+pub async fn find_by_username(conn: &mut AnyConnection, username_key: &str) -> QueryResult<Option<UserRow>> {
+    on_backend!(conn, c => {
+        users::table.filter(users::username_key.eq(username_key)).select(UserRow::as_select()).first(c).await
+    })
+    .optional()
 }
 
-pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
-    users::table.count().get_result(conn)
+pub async fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    on_backend!(conn, c => users::table.count().get_result(c).await)
 }
 
-pub fn update(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<bool> {
-    diesel::update(users::table.find(row.id))
-        .set((
-            users::password_hash.eq(&row.password_hash),
-            users::secret_digest.eq(&row.secret_digest),
-            users::system_roles.eq(&row.system_roles),
-            users::last_modified.eq(row.last_modified),
-            users::disabled_at.eq(row.disabled_at),
-        ))
-        .execute(conn)
-        .map(|n| n == 1)
+pub async fn update(conn: &mut AnyConnection, row: &UserRow) -> QueryResult<bool> {
+    let changes = (
+        users::password_hash.eq(&row.password_hash),
+        users::secret_digest.eq(&row.secret_digest),
+        users::system_roles.eq(&row.system_roles),
+        users::last_modified.eq(row.last_modified),
+        users::disabled_at.eq(row.disabled_at),
+    );
+    on_backend!(conn, c => diesel::update(users::table.find(row.id)).set(changes).execute(c).await).map(|n| n == 1)
 }
 
-pub fn set_password_hash(conn: &mut AnyConnection, id: DbUuid, hash: &str) -> QueryResult<()> {
-    diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(conn).map(drop)
+pub async fn set_password_hash(conn: &mut AnyConnection, id: DbUuid, hash: &str) -> QueryResult<()> {
+    on_backend!(conn, c => diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(c).await)
+        .map(drop)
 }
 
-pub fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(users::table.find(id))).get_result(conn)
+pub async fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    on_backend!(conn, c => diesel::select(diesel::dsl::exists(users::table.find(id))).get_result(c).await)
 }
 
 /// Locks the user's row until the transaction ends (PostgreSQL; SQLite has
 /// one writer already). Returns whether it exists.
-pub fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+pub async fn lock(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
     match conn {
-        AnyConnection::Postgresql(pg) => {
-            users::table.find(id).select(users::id).for_update().first::<DbUuid>(pg).optional().map(|r| r.is_some())
-        }
-        AnyConnection::Sqlite(_) => exists(conn, id),
+        AnyConnection::Postgresql(pg) => users::table
+            .find(id)
+            .select(users::id)
+            .for_update()
+            .first::<DbUuid>(pg)
+            .await
+            .optional()
+            .map(|r| r.is_some()),
+        AnyConnection::Sqlite(_) => exists(conn, id).await,
     }
 }
 
-pub fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    diesel::delete(users::table.find(id)).execute(conn).map(|n| n == 1)
+pub async fn delete(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
+    on_backend!(conn, c => diesel::delete(users::table.find(id)).execute(c).await).map(|n| n == 1)
 }
 
-pub fn list(conn: &mut AnyConnection, page: i64, page_size: i64) -> QueryResult<(Vec<UserRow>, i64)> {
-    let total = users::table.count().get_result(conn)?;
-    let rows = users::table
+pub async fn list(conn: &mut AnyConnection, page: i64, page_size: i64) -> QueryResult<(Vec<UserRow>, i64)> {
+    let total = count(conn).await?;
+    let rows = on_backend!(conn, c => users::table
         .order((users::username_key.asc(), users::id.asc()))
         .select(UserRow::as_select())
         .limit(page_size)
         .offset(page * page_size)
-        .load(conn)?;
+        .load(c)
+        .await)?;
     Ok((rows, total))
 }
 
@@ -129,13 +140,14 @@ pub struct LoginRow {
 /// Reads the throttling state, holding the row lock on PostgreSQL until the
 /// transaction ends, so parallel attempts on one account are counted one
 /// after the other by every instance. (SQLite has one writer already.)
-pub fn login_state_for_update(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<LoginRow>> {
+pub async fn login_state_for_update(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<LoginRow>> {
     match conn {
         AnyConnection::Postgresql(pg) => users::table
             .find(id)
             .select((users::failed_logins, users::last_failed_at, users::throttled_until))
             .for_update()
             .first::<(i32, Option<DbTime>, Option<DbTime>)>(pg)
+            .await
             .optional()
             .map(|row| {
                 row.map(|(failed_logins, last_failed_at, throttled_until)| LoginRow {
@@ -144,17 +156,17 @@ pub fn login_state_for_update(conn: &mut AnyConnection, id: DbUuid) -> QueryResu
                     throttled_until,
                 })
             }),
-        AnyConnection::Sqlite(_) => users::table.find(id).select(LoginRow::as_select()).first(conn).optional(),
+        AnyConnection::Sqlite(sqlite) => {
+            users::table.find(id).select(LoginRow::as_select()).first(sqlite).await.optional()
+        }
     }
 }
 
-pub fn set_login_state(conn: &mut AnyConnection, id: DbUuid, row: &LoginRow) -> QueryResult<()> {
-    diesel::update(users::table.find(id))
-        .set((
-            users::failed_logins.eq(row.failed_logins),
-            users::last_failed_at.eq(row.last_failed_at),
-            users::throttled_until.eq(row.throttled_until),
-        ))
-        .execute(conn)
-        .map(drop)
+pub async fn set_login_state(conn: &mut AnyConnection, id: DbUuid, row: &LoginRow) -> QueryResult<()> {
+    let changes = (
+        users::failed_logins.eq(row.failed_logins),
+        users::last_failed_at.eq(row.last_failed_at),
+        users::throttled_until.eq(row.throttled_until),
+    );
+    on_backend!(conn, c => diesel::update(users::table.find(id)).set(changes).execute(c).await).map(drop)
 }

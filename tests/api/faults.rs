@@ -87,7 +87,9 @@ async fn a_locked_sqlite_file_ends_requests_at_the_busy_timeout() {
 /// connection leaks once the fault is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_answers_503_within_the_acquire_timeout_on_postgres() {
+    // One worker: its pool is the whole pool (each worker has a share).
     let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.server.workers = 1;
         s.database.pool_size = 2;
         s.database.acquire_timeout_ms = 500;
         s.database.statement_timeout_ms = 4_000;

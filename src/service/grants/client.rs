@@ -2,6 +2,7 @@
 //! access token. Never a refresh token (RFC 6749 §4.4.3): it can always
 //! authenticate again.
 
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::{Issued, Mint, TECHNICAL_KIND, authorise};
@@ -32,52 +33,56 @@ pub async fn client_credentials(
     let outcome = ctx
         .store
         .run(move |conn| {
-            store::transaction::<_, GrantError, _>(conn, |conn| {
-                let now = ctx2.now();
-                let id = Uuid::parse_str(client_id.trim()).ok();
-                // The secret is judged first, on an unlocked read of its own:
-                // a wrong secret then costs the same one read whatever the
-                // client's membership or state, and takes no lock. Checking
-                // it against the row `authorise` reads would save that read
-                // on success but let the number of reads (the answer's time)
-                // tell a stranger whether the client is a member or disabled
-                // (docs/PERFORMANCE.md).
-                let user = match id {
-                    Some(id) => users::find(conn, DbUuid(id))?,
-                    None => None,
-                };
-                let authenticated = user.as_ref().is_some_and(|u| {
-                    u.kind == TECHNICAL_KIND
-                        && secret.expose().len() <= MAX_SECRET_BYTES
-                        && u.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
-                });
-                let fail = |conn: &mut _, reason: &str, client: bool| -> Result<_, GrantError> {
-                    let event = AuditEvent::new(ACTION, Outcome::Failure)
-                        .subject(id.map_or_else(|| client_id.clone(), |i| i.to_string()))
-                        .organisation(organisation)
-                        .reason(reason);
-                    audit::record(conn, now, &meta, event)?;
-                    Ok(Err((client, reason.to_owned())))
-                };
-                let Some(id) = id.filter(|_| authenticated) else {
-                    return fail(conn, "invalid client credentials", true);
-                };
-                let authorised = match authorise(conn, &ctx2.config.roles, id, organisation)? {
-                    Ok(a) => a,
-                    Err(reason) => return fail(conn, &reason, false),
-                };
-                let (access_token, expires_in) =
-                    Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
-                let event = AuditEvent::new(ACTION, Outcome::Success).subject(id).organisation(organisation);
-                audit::record(conn, now, &meta, event)?;
-                Ok(Ok(Issued {
-                    access_token,
-                    expires_in,
-                    refresh_token: None,
-                    organisation_id: organisation,
-                    issued_token_type: None,
-                }))
-            })
+            async move {
+                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                    let now = ctx2.now();
+                    let id = Uuid::parse_str(client_id.trim()).ok();
+                    // The secret is judged first, on an unlocked read of its own:
+                    // a wrong secret then costs the same one read whatever the
+                    // client's membership or state, and takes no lock. Checking
+                    // it against the row `authorise` reads would save that read
+                    // on success but let the number of reads (the answer's time)
+                    // tell a stranger whether the client is a member or disabled
+                    // (docs/PERFORMANCE.md).
+                    let user = match id {
+                        Some(id) => users::find(conn, DbUuid(id)).await?,
+                        None => None,
+                    };
+                    let authenticated = user.as_ref().is_some_and(|u| {
+                        u.kind == TECHNICAL_KIND
+                            && secret.expose().len() <= MAX_SECRET_BYTES
+                            && u.secret_digest.as_deref().is_some_and(|d| opaque::matches(secret.expose(), d))
+                    });
+                    let fail = async |conn: &mut _, reason: &str, client: bool| -> Result<_, GrantError> {
+                        let event = AuditEvent::new(ACTION, Outcome::Failure)
+                            .subject(id.map_or_else(|| client_id.clone(), |i| i.to_string()))
+                            .organisation(organisation)
+                            .reason(reason);
+                        audit::record(conn, now, &meta, event).await?;
+                        Ok(Err((client, reason.to_owned())))
+                    };
+                    let Some(id) = id.filter(|_| authenticated) else {
+                        return fail(conn, "invalid client credentials", true).await;
+                    };
+                    let authorised = match authorise(conn, &ctx2.config.roles, id, organisation).await? {
+                        Ok(a) => a,
+                        Err(reason) => return fail(conn, &reason, false).await,
+                    };
+                    let (access_token, expires_in) =
+                        Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
+                    let event = AuditEvent::new(ACTION, Outcome::Success).subject(id).organisation(organisation);
+                    audit::record(conn, now, &meta, event).await?;
+                    Ok(Ok(Issued {
+                        access_token,
+                        expires_in,
+                        refresh_token: None,
+                        organisation_id: organisation,
+                        issued_token_type: None,
+                    }))
+                })
+                .await
+            }
+            .boxed()
         })
         .await?;
     outcome.map_err(|(client, reason)| {

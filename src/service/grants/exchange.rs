@@ -4,6 +4,7 @@
 //! subject switches organisation; with one, the token holds
 //! subject ∩ ceiling ∩ the actor's own permissions there, and `act.sub`.
 
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::{ACCESS_TOKEN_TYPE, Issued, Mint, TECHNICAL_KIND, authorise, organisation_active};
@@ -71,56 +72,61 @@ pub async fn exchange(ctx: &Context, meta: &RequestMeta, request: ExchangeReques
     let meta = meta.clone();
     ctx.store
         .run(move |conn| {
-            store::transaction::<_, GrantError, _>(conn, |conn| {
-                let now = ctx2.now();
-                let actor_id = actor.as_ref().map(|a| a.sub);
-                let fail = |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
-                    let event = AuditEvent::new(ACTION, Outcome::Failure)
+            async move {
+                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                    let now = ctx2.now();
+                    let actor_id = actor.as_ref().map(|a| a.sub);
+                    let fail = async |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
+                        let event = AuditEvent::new(ACTION, Outcome::Failure)
+                            .subject(subject.sub)
+                            .actor(actor_id)
+                            .organisation(Some(organisation))
+                            .reason(reason);
+                        audit::record(conn, now, &meta, event).await?;
+                        Ok(Err(reason.to_owned()))
+                    };
+                    // Leaving a deactivated or deleted organisation is refused too.
+                    if let Some(source) = subject.organisation_id
+                        && !organisation_active(conn, source).await?
+                    {
+                        return fail(conn, "subject token's organisation is not active").await;
+                    }
+                    let mut permissions =
+                        match authorise(conn, &ctx2.config.roles, subject.sub, Some(organisation)).await? {
+                            Ok(a) => a.permissions,
+                            Err(reason) => return fail(conn, &reason).await,
+                        };
+                    if let Some(actor_id) = actor_id {
+                        let acting = match authorise(conn, &ctx2.config.roles, actor_id, Some(organisation)).await? {
+                            Ok(a) if a.user.kind == TECHNICAL_KIND => a,
+                            Ok(_) => return fail(conn, "actor is not a technical user").await,
+                            Err(reason) => return fail(conn, &format!("actor: {reason}")).await,
+                        };
+                        permissions = permissions.intersection(&acting.permissions);
+                    }
+                    let (access_token, expires_in) = Mint::new(&ctx2, now).sign(
+                        subject.sub,
+                        Some(organisation),
+                        &permissions,
+                        actor_id,
+                        Some(subject.exp),
+                    )?;
+                    let event = AuditEvent::new(ACTION, Outcome::Success)
                         .subject(subject.sub)
                         .actor(actor_id)
-                        .organisation(Some(organisation))
-                        .reason(reason);
-                    audit::record(conn, now, &meta, event)?;
-                    Ok(Err(reason.to_owned()))
-                };
-                // Leaving a deactivated or deleted organisation is refused too.
-                if let Some(source) = subject.organisation_id
-                    && !organisation_active(conn, source)?
-                {
-                    return fail(conn, "subject token's organisation is not active");
-                }
-                let mut permissions = match authorise(conn, &ctx2.config.roles, subject.sub, Some(organisation))? {
-                    Ok(a) => a.permissions,
-                    Err(reason) => return fail(conn, &reason),
-                };
-                if let Some(actor_id) = actor_id {
-                    let acting = match authorise(conn, &ctx2.config.roles, actor_id, Some(organisation))? {
-                        Ok(a) if a.user.kind == TECHNICAL_KIND => a,
-                        Ok(_) => return fail(conn, "actor is not a technical user"),
-                        Err(reason) => return fail(conn, &format!("actor: {reason}")),
-                    };
-                    permissions = permissions.intersection(&acting.permissions);
-                }
-                let (access_token, expires_in) = Mint::new(&ctx2, now).sign(
-                    subject.sub,
-                    Some(organisation),
-                    &permissions,
-                    actor_id,
-                    Some(subject.exp),
-                )?;
-                let event = AuditEvent::new(ACTION, Outcome::Success)
-                    .subject(subject.sub)
-                    .actor(actor_id)
-                    .organisation(Some(organisation));
-                audit::record(conn, now, &meta, event)?;
-                Ok(Ok(Issued {
-                    access_token,
-                    expires_in,
-                    refresh_token: None,
-                    organisation_id: Some(organisation),
-                    issued_token_type: Some(ACCESS_TOKEN_TYPE),
-                }))
-            })
+                        .organisation(Some(organisation));
+                    audit::record(conn, now, &meta, event).await?;
+                    Ok(Ok(Issued {
+                        access_token,
+                        expires_in,
+                        refresh_token: None,
+                        organisation_id: Some(organisation),
+                        issued_token_type: Some(ACCESS_TOKEN_TYPE),
+                    }))
+                })
+                .await
+            }
+            .boxed()
         })
         .await?
         .map_err(GrantError::InvalidGrant)

@@ -55,21 +55,21 @@ pub struct Authorised {
 /// One query reads (and on PostgreSQL share-locks) the user, the membership
 /// and the organisation; call it before taking any refresh-token lock (the
 /// lock order is explained at `memberships::member_for_grant`).
-pub fn authorise(
+pub async fn authorise(
     conn: &mut AnyConnection,
     roles: &RoleCatalog,
     user: Uuid,
     organisation: Option<Uuid>,
 ) -> Result<Result<Authorised, String>, GrantError> {
     let (user, organisation) = match organisation {
-        None => match users::find_for_grant(conn, DbUuid(user))? {
+        None => match users::find_for_grant(conn, DbUuid(user)).await? {
             Some(user) => (user, None),
             None => return Ok(Err("unknown user".into())),
         },
-        Some(id) => match memberships::member_for_grant(conn, DbUuid(id), DbUuid(user))? {
+        Some(id) => match memberships::member_for_grant(conn, DbUuid(id), DbUuid(user)).await? {
             Some((user, organisation)) => (user, Some(organisation)),
             // The slow path only tells the audit log which one it was.
-            None if users::find(conn, DbUuid(user))?.is_none() => return Ok(Err("unknown user".into())),
+            None if users::find(conn, DbUuid(user)).await?.is_none() => return Ok(Err("unknown user".into())),
             None => return Ok(Err("not a member of the organisation, or no such organisation".into())),
         },
     };
@@ -86,8 +86,8 @@ pub fn authorise(
 }
 
 /// Whether an organisation exists and is active (for tokens scoped to it).
-pub fn organisation_active(conn: &mut AnyConnection, id: Uuid) -> Result<bool, GrantError> {
-    Ok(organisations::find(conn, DbUuid(id))?.is_some_and(|o| o.deactivated_at.is_none()))
+pub async fn organisation_active(conn: &mut AnyConnection, id: Uuid) -> Result<bool, GrantError> {
+    Ok(organisations::find(conn, DbUuid(id)).await?.is_some_and(|o| o.deactivated_at.is_none()))
 }
 
 /// The ceiling of stored role names; names no longer known grant nothing.

@@ -3,6 +3,7 @@
 //! the database before any comparison (see `domain::throttle`), so parallel
 //! guesses on one account are throttled exactly, on every instance.
 
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::refresh::new_family;
@@ -20,11 +21,11 @@ const ACTION: &str = "token.password";
 
 /// Counts this attempt against the account and returns whether it may
 /// compare the password. Unknown users and technical users have no counter.
-fn gate(conn: &mut AnyConnection, ctx: &Context, user: &UserRow) -> Result<Gate, GrantError> {
+async fn gate(conn: &mut AnyConnection, ctx: &Context, user: &UserRow) -> Result<Gate, GrantError> {
     if user.kind != USER_KIND {
         return Ok(Gate::Compare);
     }
-    let Some(row) = users::login_state_for_update(conn, user.id)? else { return Ok(Gate::Compare) };
+    let Some(row) = users::login_state_for_update(conn, user.id).await? else { return Ok(Gate::Compare) };
     let state = LoginState {
         failures: u32::try_from(row.failed_logins).unwrap_or(0),
         last_failed_at: row.last_failed_at.map(|t| t.0),
@@ -36,7 +37,7 @@ fn gate(conn: &mut AnyConnection, ctx: &Context, user: &UserRow) -> Result<Gate,
         last_failed_at: next.last_failed_at.map(DbTime::from),
         throttled_until: next.throttled_until.map(DbTime::from),
     };
-    users::set_login_state(conn, user.id, &next)?;
+    users::set_login_state(conn, user.id, &next).await?;
     Ok(gate)
 }
 
@@ -58,11 +59,17 @@ pub async fn password(
     let (user, gate) = ctx
         .store
         .run(move |conn| {
-            store::transaction::<_, GrantError, _>(conn, |conn| {
-                let Some(user) = users::find_by_username(conn, &key)? else { return Ok((None, Gate::Compare)) };
-                let gate = gate(conn, &ctx1, &user)?;
-                Ok((Some(user), gate))
-            })
+            async move {
+                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                    let Some(user) = users::find_by_username(conn, &key).await? else {
+                        return Ok((None, Gate::Compare));
+                    };
+                    let gate = gate(conn, &ctx1, &user).await?;
+                    Ok((Some(user), gate))
+                })
+                .await
+            }
+            .boxed()
         })
         .await?;
     let stored = match gate {
@@ -81,44 +88,48 @@ pub async fn password(
     let user_id = user.as_ref().map(|u| u.id.0);
     ctx.store
         .run(move |conn| {
-            store::transaction::<_, GrantError, _>(conn, |conn| {
-                let now = ctx2.now();
-                let fail = |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
-                    let subject = user_id.map_or_else(|| username.clone(), |id| id.to_string());
-                    let event = AuditEvent::new(ACTION, Outcome::Failure)
-                        .subject(subject)
-                        .organisation(organisation)
-                        .reason(reason);
-                    audit::record(conn, now, &meta, event)?;
-                    Ok(Err(reason.to_owned()))
-                };
-                if let Gate::Throttled { until } = gate {
-                    return fail(conn, &format!("account throttled until {}", until.to_rfc3339()));
-                }
-                let Some(user_id) = user_id.filter(|_| verified.matches) else {
-                    return fail(conn, "invalid username or password");
-                };
-                users::set_login_state(conn, DbUuid(user_id), &LoginRow::default())?;
-                let authorised = match authorise(conn, &ctx2.config.roles, user_id, organisation)? {
-                    Ok(a) => a,
-                    Err(reason) => return fail(conn, &reason),
-                };
-                if let Some(hash) = &verified.rehash {
-                    users::set_password_hash(conn, DbUuid(user_id), hash)?;
-                }
-                let refresh_token = new_family(conn, &ctx2.config, now, user_id, organisation)?;
-                let (access_token, expires_in) =
-                    Mint::new(&ctx2, now).sign(user_id, organisation, &authorised.permissions, None, None)?;
-                let event = AuditEvent::new(ACTION, Outcome::Success).subject(user_id).organisation(organisation);
-                audit::record(conn, now, &meta, event)?;
-                Ok(Ok(Issued {
-                    access_token,
-                    expires_in,
-                    refresh_token: Some(refresh_token),
-                    organisation_id: organisation,
-                    issued_token_type: None,
-                }))
-            })
+            async move {
+                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                    let now = ctx2.now();
+                    let fail = async |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
+                        let subject = user_id.map_or_else(|| username.clone(), |id| id.to_string());
+                        let event = AuditEvent::new(ACTION, Outcome::Failure)
+                            .subject(subject)
+                            .organisation(organisation)
+                            .reason(reason);
+                        audit::record(conn, now, &meta, event).await?;
+                        Ok(Err(reason.to_owned()))
+                    };
+                    if let Gate::Throttled { until } = gate {
+                        return fail(conn, &format!("account throttled until {}", until.to_rfc3339())).await;
+                    }
+                    let Some(user_id) = user_id.filter(|_| verified.matches) else {
+                        return fail(conn, "invalid username or password").await;
+                    };
+                    users::set_login_state(conn, DbUuid(user_id), &LoginRow::default()).await?;
+                    let authorised = match authorise(conn, &ctx2.config.roles, user_id, organisation).await? {
+                        Ok(a) => a,
+                        Err(reason) => return fail(conn, &reason).await,
+                    };
+                    if let Some(hash) = &verified.rehash {
+                        users::set_password_hash(conn, DbUuid(user_id), hash).await?;
+                    }
+                    let refresh_token = new_family(conn, &ctx2.config, now, user_id, organisation).await?;
+                    let (access_token, expires_in) =
+                        Mint::new(&ctx2, now).sign(user_id, organisation, &authorised.permissions, None, None)?;
+                    let event = AuditEvent::new(ACTION, Outcome::Success).subject(user_id).organisation(organisation);
+                    audit::record(conn, now, &meta, event).await?;
+                    Ok(Ok(Issued {
+                        access_token,
+                        expires_in,
+                        refresh_token: Some(refresh_token),
+                        organisation_id: organisation,
+                        issued_token_type: None,
+                    }))
+                })
+                .await
+            }
+            .boxed()
         })
         .await?
         .map_err(GrantError::InvalidGrant)

@@ -4,6 +4,7 @@
 //! request fails.
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::{Issued, Mint, authorise};
@@ -25,7 +26,7 @@ fn secs(value: u64) -> Duration {
 
 /// Stores a new token of `family` (with id `id`) and returns the secret,
 /// shown only now.
-fn store_token(
+async fn store_token(
     conn: &mut AnyConnection,
     config: &Config,
     now: DateTime<Utc>,
@@ -50,12 +51,13 @@ fn store_token(
             consumed_at: None,
             revoked_at: None,
         },
-    )?;
+    )
+    .await?;
     Ok(secret)
 }
 
 /// Starts a family (one per login) and returns its first token.
-pub(super) fn new_family(
+pub(super) async fn new_family(
     conn: &mut AnyConnection,
     config: &Config,
     now: DateTime<Utc>,
@@ -65,7 +67,7 @@ pub(super) fn new_family(
     let family = (Uuid::new_v4(), now + secs(config.settings.tokens.refresh_family_ttl_secs));
     // The family's first token carries the family id: the row every later
     // use of the family locks first (`refresh_tokens::lock_family`).
-    store_token(conn, config, now, (family.0, family), user, organisation)
+    store_token(conn, config, now, (family.0, family), user, organisation).await
 }
 
 pub async fn refresh(
@@ -79,78 +81,84 @@ pub async fn refresh(
     let digest = opaque::digest(presented.expose());
     ctx.store
         .run(move |conn| {
-            store::transaction::<_, GrantError, _>(conn, |conn| {
-                let now = ctx2.now();
-                let record = |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
-                    let mut event = AuditEvent::new(ACTION, outcome)
-                        .organisation(requested_organisation.or(row.and_then(|r| r.organisation_id.map(|o| o.0))));
-                    if let Some(row) = row {
-                        event = event.subject(row.user_id.0).target(row.family_id.0);
-                    }
-                    if let Some(reason) = reason {
-                        event = event.reason(reason);
-                    }
-                    audit::record(conn, now, &meta, event)
-                };
-                let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? else {
-                    record(conn, Outcome::Failure, None, Some("unknown refresh token"))?;
-                    return Ok(Err("unknown refresh token".to_owned()));
-                };
-                // Revoked, expired and used never turn back: this read decides
-                // them; the conditional update below decides any race.
-                if row.revoked_at.is_some() {
-                    record(conn, Outcome::Failure, Some(&row), Some("revoked refresh token"))?;
-                    return Ok(Err("revoked refresh token".into()));
-                }
-                if row.expires_at.0 <= now || row.family_expires_at.0 <= now {
-                    record(conn, Outcome::Failure, Some(&row), Some("expired refresh token"))?;
-                    return Ok(Err("expired refresh token".into()));
-                }
-                let replay = |conn: &mut AnyConnection, row: &RefreshTokenRow| {
-                    refresh_tokens::lock_family(conn, row.family_id)?;
-                    refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now))?;
-                    let reason = "refresh token reused: family revoked";
-                    record(conn, Outcome::Denied, Some(row), Some(reason))?;
-                    Ok(Err(reason.to_owned()))
-                };
-                if row.consumed_at.is_some() {
-                    return replay(conn, &row);
-                }
-                let organisation = requested_organisation.or(row.organisation_id.map(|o| o.0));
-                let authorised = match authorise(conn, &ctx2.config.roles, row.user_id.0, organisation)? {
-                    Ok(a) => a,
-                    Err(reason) => {
-                        record(conn, Outcome::Failure, Some(&row), Some(&reason))?;
-                        return Ok(Err(reason));
-                    }
-                };
-                // Serialise with every other use and revocation of the family
-                // (so a revocation after us sees the token we add), then let
-                // the conditional update pick one winner.
-                refresh_tokens::lock_family(conn, row.family_id)?;
-                if !refresh_tokens::consume(conn, row.id, DbTime::from(now))? {
-                    // Used or revoked since the read above: the slow path.
-                    let current = refresh_tokens::find_by_digest(conn, &digest)?.unwrap_or_else(|| row.clone());
-                    if current.revoked_at.is_some() {
-                        record(conn, Outcome::Failure, Some(&current), Some("revoked refresh token"))?;
+            async move {
+                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                    let now = ctx2.now();
+                    let record = async |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
+                        let mut event = AuditEvent::new(ACTION, outcome)
+                            .organisation(requested_organisation.or(row.and_then(|r| r.organisation_id.map(|o| o.0))));
+                        if let Some(row) = row {
+                            event = event.subject(row.user_id.0).target(row.family_id.0);
+                        }
+                        if let Some(reason) = reason {
+                            event = event.reason(reason);
+                        }
+                        audit::record(conn, now, &meta, event).await
+                    };
+                    let Some(row) = refresh_tokens::find_by_digest(conn, &digest).await? else {
+                        record(conn, Outcome::Failure, None, Some("unknown refresh token")).await?;
+                        return Ok(Err("unknown refresh token".to_owned()));
+                    };
+                    // Revoked, expired and used never turn back: this read decides
+                    // them; the conditional update below decides any race.
+                    if row.revoked_at.is_some() {
+                        record(conn, Outcome::Failure, Some(&row), Some("revoked refresh token")).await?;
                         return Ok(Err("revoked refresh token".into()));
                     }
-                    return replay(conn, &current);
-                }
-                let user = row.user_id.0;
-                let family = (row.family_id.0, row.family_expires_at.0);
-                let refresh_token = store_token(conn, &ctx2.config, now, (Uuid::new_v4(), family), user, organisation)?;
-                let (access_token, expires_in) =
-                    Mint::new(&ctx2, now).sign(user, organisation, &authorised.permissions, None, None)?;
-                record(conn, Outcome::Success, Some(&row), None)?;
-                Ok(Ok(Issued {
-                    access_token,
-                    expires_in,
-                    refresh_token: Some(refresh_token),
-                    organisation_id: organisation,
-                    issued_token_type: None,
-                }))
-            })
+                    if row.expires_at.0 <= now || row.family_expires_at.0 <= now {
+                        record(conn, Outcome::Failure, Some(&row), Some("expired refresh token")).await?;
+                        return Ok(Err("expired refresh token".into()));
+                    }
+                    let replay = async |conn: &mut AnyConnection, row: &RefreshTokenRow| {
+                        refresh_tokens::lock_family(conn, row.family_id).await?;
+                        refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now)).await?;
+                        let reason = "refresh token reused: family revoked";
+                        record(conn, Outcome::Denied, Some(row), Some(reason)).await?;
+                        Ok(Err(reason.to_owned()))
+                    };
+                    if row.consumed_at.is_some() {
+                        return replay(conn, &row).await;
+                    }
+                    let organisation = requested_organisation.or(row.organisation_id.map(|o| o.0));
+                    let authorised = match authorise(conn, &ctx2.config.roles, row.user_id.0, organisation).await? {
+                        Ok(a) => a,
+                        Err(reason) => {
+                            record(conn, Outcome::Failure, Some(&row), Some(&reason)).await?;
+                            return Ok(Err(reason));
+                        }
+                    };
+                    // Serialise with every other use and revocation of the family
+                    // (so a revocation after us sees the token we add), then let
+                    // the conditional update pick one winner.
+                    refresh_tokens::lock_family(conn, row.family_id).await?;
+                    if !refresh_tokens::consume(conn, row.id, DbTime::from(now)).await? {
+                        // Used or revoked since the read above: the slow path.
+                        let current =
+                            refresh_tokens::find_by_digest(conn, &digest).await?.unwrap_or_else(|| row.clone());
+                        if current.revoked_at.is_some() {
+                            record(conn, Outcome::Failure, Some(&current), Some("revoked refresh token")).await?;
+                            return Ok(Err("revoked refresh token".into()));
+                        }
+                        return replay(conn, &current).await;
+                    }
+                    let user = row.user_id.0;
+                    let family = (row.family_id.0, row.family_expires_at.0);
+                    let refresh_token =
+                        store_token(conn, &ctx2.config, now, (Uuid::new_v4(), family), user, organisation).await?;
+                    let (access_token, expires_in) =
+                        Mint::new(&ctx2, now).sign(user, organisation, &authorised.permissions, None, None)?;
+                    record(conn, Outcome::Success, Some(&row), None).await?;
+                    Ok(Ok(Issued {
+                        access_token,
+                        expires_in,
+                        refresh_token: Some(refresh_token),
+                        organisation_id: organisation,
+                        issued_token_type: None,
+                    }))
+                })
+                .await
+            }
+            .boxed()
         })
         .await?
         .map_err(GrantError::InvalidGrant)
@@ -164,19 +172,23 @@ pub async fn revoke(ctx: &Context, meta: &RequestMeta, presented: Secret) -> Res
     let digest = opaque::digest(presented.expose());
     ctx.store
         .run(move |conn| {
-            store::transaction::<_, GrantError, _>(conn, |conn| {
-                let now = ctx2.now();
-                if let Some(row) = refresh_tokens::find_by_digest(conn, &digest)? {
-                    refresh_tokens::lock_family(conn, row.family_id)?;
-                    refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now))?;
-                    let event = AuditEvent::new("token.revoke", Outcome::Success)
-                        .subject(row.user_id.0)
-                        .target(row.family_id.0)
-                        .organisation(row.organisation_id.map(|o| o.0));
-                    audit::record(conn, now, &meta, event)?;
-                }
-                Ok::<_, GrantError>(())
-            })
+            async move {
+                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                    let now = ctx2.now();
+                    if let Some(row) = refresh_tokens::find_by_digest(conn, &digest).await? {
+                        refresh_tokens::lock_family(conn, row.family_id).await?;
+                        refresh_tokens::revoke_family(conn, row.family_id, DbTime::from(now)).await?;
+                        let event = AuditEvent::new("token.revoke", Outcome::Success)
+                            .subject(row.user_id.0)
+                            .target(row.family_id.0)
+                            .organisation(row.organisation_id.map(|o| o.0));
+                        audit::record(conn, now, &meta, event).await?;
+                    }
+                    Ok::<_, GrantError>(())
+                })
+                .await
+            }
+            .boxed()
         })
         .await
 }
