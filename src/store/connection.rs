@@ -208,8 +208,8 @@ pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 /// on another actix worker would cross threads twice. Driven here, a round
 /// trip is a write and a read on the thread that serves the request, the way
 /// the benchmark floor does it (docs/PERFORMANCE.md). Between uses nobody
-/// polls it, so a connection the server closed meanwhile is noticed at its
-/// next use, which fails (503) and drops it (`Manager::recycle`).
+/// polls it; `Manager::recycle` polls it once before the next use, so a
+/// connection the server closed meanwhile is dropped then.
 pub async fn drive<T>(work: impl std::future::Future<Output = T>, driver: &mut Option<Driver>) -> T {
     let mut work = std::pin::pin!(work);
     if let Some(io) = driver.as_mut() {
@@ -225,12 +225,12 @@ pub async fn drive<T>(work: impl std::future::Future<Output = T>, driver: &mut O
 /// A pooled connection, its driver, and whether its last use ended in an
 /// error.
 ///
-/// The pool does not test a connection before handing it out (that costs a
-/// round trip on every use, one in eight of a refresh grant's). Instead a
-/// connection whose work failed is pinged when it is next handed out, and a
-/// dead one is dropped then: after the database restarts, each stale
-/// connection fails one request (503) and leaves the pool, rather than
-/// failing every request it serves.
+/// The pool does not send `SELECT 1` before handing a connection out (that
+/// costs a round trip on every use, one in eight of a refresh grant's). It
+/// polls the driver once, which notices a connection the server closed, and
+/// pings only a connection whose work failed: a connection lost without the
+/// server saying so fails one request (503) and leaves the pool, rather
+/// than failing every request it serves.
 pub struct Pooled {
     pub(super) conn: AnyConnection,
     pub(super) driver: Option<Driver>,
@@ -262,6 +262,14 @@ impl deadpool::managed::Manager for Manager {
         pooled: &mut Pooled,
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<Self::Error> {
+        // Nobody polls an idle connection's driver. Polled once here, it
+        // finishes at once if the server closed the connection meanwhile
+        // (a restart), and the connection is dropped before anyone uses it.
+        if let Some(io) = pooled.driver.as_mut()
+            && futures_util::FutureExt::now_or_never(io.as_mut()).is_some()
+        {
+            return Err(deadpool::managed::RecycleError::message("connection closed by the server"));
+        }
         if pooled.conn.is_broken() {
             return Err(deadpool::managed::RecycleError::message("connection broken"));
         }

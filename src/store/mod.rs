@@ -101,6 +101,9 @@ pub struct Store {
     /// Requests wait for a connection as futures, for at most the acquire
     /// timeout; connecting is bounded by it too.
     pool: Pool,
+    /// Every pool of the process (the start-up store's and each worker's),
+    /// for the connection counts `/metrics` reports.
+    all_pools: std::sync::Arc<std::sync::Mutex<Vec<Pool>>>,
     acquire_timeout: Duration,
     url: DatabaseUrl,
     /// False while the schema could not be migrated yet (a start without
@@ -131,8 +134,10 @@ impl Store {
         // pool instead of in SQLite's busy handler, where a deferred
         // transaction that upgrades to a write can fail without waiting.
         let max_size = if url.is_postgres() { sizing.max_size } else { 1 };
+        let pool = build_pool(settings, max_size, sizing.acquire_timeout);
         Self {
-            pool: build_pool(settings, max_size, sizing.acquire_timeout),
+            all_pools: std::sync::Arc::new(std::sync::Mutex::new(vec![pool.clone()])),
+            pool,
             acquire_timeout: sizing.acquire_timeout,
             url,
             schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -146,8 +151,9 @@ impl Store {
         if !self.url.is_postgres() {
             return self.clone();
         }
-        let settings = self.pool.manager().0.clone();
-        Self { pool: build_pool(settings, max_size.max(1), self.acquire_timeout), ..self.clone() }
+        let pool = build_pool(self.pool.manager().0.clone(), max_size.max(1), self.acquire_timeout);
+        self.all_pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pool.clone());
+        Self { pool, ..self.clone() }
     }
 
     pub fn set_schema_ready(&self, ready: bool) {
@@ -163,10 +169,10 @@ impl Store {
     }
 
     /// Runs database work with a pooled connection, to its end even if the
-    /// caller goes away halfway (a client that gave up, shutdown's grace
-    /// running out): a transaction is never abandoned mid-way, and what a
-    /// request did is audited whether or not its answer was read. Both
-    /// backends behave the same in this.
+    /// caller goes away halfway (a client that gave up): what a request did
+    /// is committed and audited whether or not its answer was read, on both
+    /// backends. (Only a runtime shutting down stops PostgreSQL work
+    /// halfway; the server then rolls the transaction back.)
     ///
     /// On PostgreSQL the work is a task on the caller's runtime: the driver
     /// is asynchronous, so a round trip costs no thread. On SQLite, whose
@@ -182,7 +188,13 @@ impl Store {
         if !self.schema_ready() {
             return Err(E::from(StoreError::Unavailable("the schema is not migrated yet".into())));
         }
-        let mut pooled = self.pool.get().await.map_err(|e| E::from(StoreError::Unavailable(pool_error(&e))))?;
+        // deadpool bounds the wait for a slot, each check of an idle
+        // connection and the opening of a new one separately; this bounds the
+        // whole of it.
+        let mut pooled = tokio::time::timeout(self.acquire_timeout, self.pool.get())
+            .await
+            .map_err(|_| E::from(StoreError::Unavailable("timed out waiting for a database connection".into())))?
+            .map_err(|e| E::from(StoreError::Unavailable(pool_error(&e))))?;
         let span = tracing::Span::current();
         let task = async move {
             let connection::Pooled { conn, driver, suspect } = &mut *pooled;
@@ -206,11 +218,13 @@ impl Store {
         self.run(|conn| async move { conn.ping().await.map_err(StoreError::from) }.boxed()).await
     }
 
-    /// Connections currently open and idle (for leak checks and metrics).
+    /// Connections currently open and idle in all the process's pools (for
+    /// leak checks and metrics).
     pub fn pool_state(&self) -> (u32, u32) {
-        let status = self.pool.status();
+        let pools = self.all_pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (open, idle) = pools.iter().map(Pool::status).fold((0, 0), |(o, i), s| (o + s.size, i + s.available));
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        (count(status.size), count(status.available))
+        (count(open), count(idle))
     }
 }
 
@@ -263,15 +277,15 @@ where
     match work(conn).await {
         Ok(value) => match on_backend!(conn, c => commit(c).await) {
             Ok(()) => Ok(value),
-            Err(error) => {
-                // The commit failed (a serialisation failure, a lost
-                // connection): end the transaction either way.
-                let _ = on_backend!(conn, c => rollback(c).await);
-                Err(error.into())
-            }
+            // The commit failed (a serialisation failure, a lost connection):
+            // the transaction manager has rolled back or marked the
+            // connection broken, and the pool drops a broken one.
+            Err(error) => Err(error.into()),
         },
         Err(error) => {
-            on_backend!(conn, c => rollback(c).await)?;
+            // The work's error is the answer. A rollback that fails leaves
+            // the connection broken, and the pool drops it.
+            let _ = on_backend!(conn, c => rollback(c).await);
             Err(error)
         }
     }

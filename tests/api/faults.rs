@@ -121,7 +121,9 @@ async fn an_exhausted_pool_answers_503_within_the_acquire_timeout_on_postgres() 
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|v| v.parse().ok())
         .expect("gauge");
-    assert!(open <= 2.0, "no connection beyond the pool ({open})");
+    // The worker's pool of 2, and the start-up store's (at most 2: it opened
+    // one for the bootstrap admin).
+    assert!(open <= 4.0, "no connection beyond the pools ({open})");
 }
 
 /// SECURITY.md case 44: the database connection dies in the middle of a
