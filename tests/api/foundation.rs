@@ -162,3 +162,27 @@ async fn losing_postgres_gives_503_and_recovers_without_restart() {
     assert_eq!(ready.status(), StatusCode::OK, "recovers without restart");
     assert_eq!(app.get("/api/sts/organisation/v1", &admin).await.status(), StatusCode::OK);
 }
+
+/// A pooled connection the server closed while it sat idle (a restart, an
+/// administrator's `pg_terminate_backend`) is noticed when it is next handed
+/// out and replaced: no request fails for it. (PostgreSQL only: SQLite has
+/// no server to close it.)
+#[tokio::test]
+async fn connections_the_server_closed_while_idle_are_replaced_without_failing_a_request() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.server.workers = 1).await;
+    let admin = app.admin_token().await;
+    assert_eq!(app.get("/api/sts/organisation/v1", &admin).await.status(), StatusCode::OK);
+    let name = app.db.name().to_owned();
+    let open =
+        format!("SELECT COUNT(*) AS value FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()");
+    assert!(app.db.scalar(&open) > 0, "the pool holds a connection");
+    app.db.execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.db.scalar(&open) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the backends exit");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/sts/organisation/v1", &admin).await.status(), StatusCode::OK);
+    }
+}
