@@ -286,6 +286,50 @@ async fn shutdown_drains_in_flight_requests(backend: Backend) {
     assert!(refused.is_err(), "no longer accepting");
 }
 
+/// A client that gives up on a rotation while it waits for the database does
+/// not undo it: the work runs to its end, so the token is used and the
+/// rotation audited, as it would be had the client waited for the answer.
+/// (This guards the outcome; with actix's defaults it holds even without
+/// `Store::run`'s task, docs/DECISIONS.md.)
+async fn a_rotation_whose_client_gave_up_still_completes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
+    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
+    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+    let successes = "SELECT COUNT(*) AS value FROM audit_events WHERE action = 'token.refresh' AND outcome = 'SUCCESS'";
+    let lock = LockHolder::take(&app.db);
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+    let sent = impatient
+        .post(app.url("/api/sts/token/v1"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())])
+        .send()
+        .await;
+    assert!(sent.is_err_and(|e| e.is_timeout()), "the client gave up while the rotation waited");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.db.scalar(successes), 0, "still waiting for the lock");
+    drop(lock);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.db.scalar(successes) == 0 {
+        assert!(Instant::now() < deadline, "the rotation completes after its client left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let used = "SELECT COUNT(*) AS value FROM refresh_tokens WHERE consumed_at IS NOT NULL";
+    assert_eq!(app.db.scalar(used), 1, "the old token is used");
+    let retried = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)]).await;
+    assert_eq!(retried.status(), StatusCode::BAD_REQUEST, "presenting it again is a replay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_client_gave_up_still_completes_on_postgres() {
+    a_rotation_whose_client_gave_up_still_completes(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_client_gave_up_still_completes_on_sqlite() {
+    a_rotation_whose_client_gave_up_still_completes(Backend::Sqlite).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_requests_on_postgres() {
     shutdown_drains_in_flight_requests(Backend::Postgres).await;
