@@ -17,17 +17,28 @@
 //! and connections pooled per actix worker, so the statements run on the
 //! async workers with no hand-off to a blocking thread.
 //!
-//! `grant_type=password` starts a family and signs a token without checking
-//! anything (no argon2): the load generator's lanes log in before they are
-//! measured.
+//! `grant_type=password` is the floor under R1: the password grant's
+//! statements in its two transactions (the attempt counted before the
+//! comparison, then the reset, the membership, the new family and the audit
+//! row), and between them one argon2id verification of the stored hash as
+//! the loop in `loadgen argon2` runs it: a permit per hashing thread,
+//! tokio's blocking pool, one buffer per thread. No throttling decision, no
+//! rehash, no per-source limiter. `GET /hashes` answers "runs microseconds"
+//! of the hashing so far, to split R1 as `sts`'s `/metrics` does.
 //!
 //! `cargo run --release --example floor -- DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL]`
 //! (SETUP_FILE is `loadgen setup`'s output; each worker opens POOL ÷ WORKERS
-//! connections, rounded up: 10 in all with the defaults, as `sts`'s pool.)
+//! connections, rounded up: 10 in all with the defaults, as `sts`'s pool;
+//! WORKERS is also the number of hashing threads, as `sts` has one per core.)
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use argon2::password_hash::{Output, PasswordHash};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -50,6 +61,10 @@ const INSERT: &str = r#"INSERT INTO "refresh_tokens" ("id", "digest", "family_id
 const ORGANISATION: &str = r#"SELECT "organisations"."id", "organisations"."name", "organisations"."name_key", "organisations"."roles", "organisations"."created_at", "organisations"."last_modified", "organisations"."deactivated_at" FROM "organisations" WHERE ("organisations"."id" = $1) LIMIT $2"#;
 const CALLER: &str = r#"SELECT "users"."disabled_at" FROM "users" WHERE ("users"."id" = $1) LIMIT $2"#;
 const CREATE_ORGANISATION: &str = r#"INSERT INTO "organisations" ("id", "name", "name_key", "roles", "created_at", "last_modified", "deactivated_at") VALUES ($1, $2, $3, $4, $5, $6, $7)"#;
+/// The password grant's own statements (with MEMBER, INSERT and AUDIT above).
+const FIND_USER: &str = r#"SELECT "users"."id", "users"."username", "users"."username_key", "users"."kind", "users"."password_hash", "users"."secret_digest", "users"."system_roles", "users"."created_at", "users"."last_modified", "users"."disabled_at" FROM "users" WHERE ("users"."username_key" = $1) LIMIT $2"#;
+const LOGIN_STATE: &str = r#"SELECT "users"."failed_logins", "users"."last_failed_at", "users"."throttled_until" FROM "users" WHERE ("users"."id" = $1) LIMIT $2 FOR UPDATE"#;
+const SET_LOGIN_STATE: &str = r#"UPDATE "users" SET "failed_logins" = $1, "last_failed_at" = $2, "throttled_until" = $3 WHERE ("users"."id" = $4)"#;
 const AUDIT: &str = r#"INSERT INTO "audit_events" ("id", "created_at", "action", "outcome", "subject", "actor", "organisation_id", "target_id", "request_id", "source_ip", "reason") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#;
 
 /// `sts`'s default lifetimes (config/default.toml), and bench/lib.sh's
@@ -70,6 +85,9 @@ struct Conn {
     organisation: Statement,
     caller: Statement,
     create_organisation: Statement,
+    find_user: Statement,
+    login_state: Statement,
+    set_login_state: Statement,
 }
 
 impl Conn {
@@ -92,6 +110,9 @@ impl Conn {
             organisation: client.prepare(ORGANISATION).await?,
             caller: client.prepare(CALLER).await?,
             create_organisation: client.prepare(CREATE_ORGANISATION).await?,
+            find_user: client.prepare(FIND_USER).await?,
+            login_state: client.prepare(LOGIN_STATE).await?,
+            set_login_state: client.prepare(SET_LOGIN_STATE).await?,
             client,
         })
     }
@@ -118,13 +139,62 @@ struct Shared {
     ring: KeyRing,
     verifier: Verifier,
     template: AccessClaims,
-    user: Uuid,
-    organisation: Option<Uuid>,
+}
+
+thread_local! {
+    /// The argon2 buffer of this blocking thread, kept across hashes.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// argon2id on tokio's blocking pool, one permit per hashing thread.
+struct Hashing {
+    permits: tokio::sync::Semaphore,
+    runs: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Hashing {
+    /// Whether `password` matches the PHC string `stored`.
+    async fn verify(self: Arc<Self>, password: String, stored: String) -> Res<bool> {
+        let _permit = self.permits.acquire().await?;
+        let hashing = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let matches = verify(&password, &stored);
+            hashing.runs.fetch_add(1, Ordering::Relaxed);
+            hashing
+                .micros
+                .fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            matches
+        })
+        .await?
+    }
+}
+
+fn verify(password: &str, stored: &str) -> Res<bool> {
+    let hash = PasswordHash::new(stored).map_err(|e| e.to_string())?;
+    let params = Params::try_from(&hash).map_err(|e| e.to_string())?;
+    let expected = hash.hash.ok_or("no hash in the PHC string")?;
+    let mut salt = [0u8; 64];
+    let salt = hash.salt.ok_or("no salt in the PHC string")?.decode_b64(&mut salt).map_err(|e| e.to_string())?;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    MEMORY
+        .with_borrow_mut(|memory| {
+            if memory.len() != params.block_count() {
+                *memory = vec![Block::default(); params.block_count()];
+            }
+            argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..])
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Output::new(&out).map_err(|e| e.to_string())? == expected)
 }
 
 #[derive(serde::Deserialize)]
 struct Form {
     grant_type: String,
+    username: Option<String>,
+    password: Option<String>,
     refresh_token: Option<String>,
     subject_token: Option<String>,
     organisation_id: Option<Uuid>,
@@ -239,6 +309,54 @@ async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Resul
     Ok(Ok((access_token, secret)))
 }
 
+/// The successful path of `sts`'s password grant (src/service/grants/password.rs):
+/// the attempt counted, the hash compared, then the family started.
+async fn password(
+    pool: &Pool,
+    shared: &Shared,
+    hashing: Arc<Hashing>,
+    (username, password): (&str, &str),
+    organisation: Option<Uuid>,
+) -> Res<Result<(String, String), &'static str>> {
+    let now = Utc::now();
+    let key = username.trim().to_lowercase();
+    let never: Option<DateTime<Utc>> = None;
+    let found = pool
+        .with(async |conn| {
+            let tx = conn.client.transaction().await?;
+            let Some(user) = tx.query_opt(&conn.find_user, &[&key, &1_i64]).await? else { return Ok(None) };
+            let (id, stored): (Uuid, Option<String>) = (user.get(0), user.get(4));
+            let state = tx.query_one(&conn.login_state, &[&id, &1_i64]).await?;
+            let failures = state.get::<_, i32>(0).saturating_add(1);
+            tx.execute(&conn.set_login_state, &[&failures, &Some(now), &never, &id]).await?;
+            tx.commit().await?;
+            Ok(Some((id, stored)))
+        })
+        .await?;
+    let Some((user, Some(stored))) = found else { return Ok(Err("invalid username or password")) };
+    if !hashing.verify(password.to_owned(), stored).await? {
+        return Ok(Err("invalid username or password"));
+    }
+    pool.with(async |conn| {
+        let tx = conn.client.transaction().await?;
+        tx.execute(&conn.set_login_state, &[&0_i32, &never, &never, &user]).await?;
+        let Some(member) = tx.query_opt(&conn.member, &[&organisation, &user, &1_i64]).await? else {
+            return Ok(Err("not a member"));
+        };
+        let (disabled, deactivated): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (member.get(9), member.get(16));
+        if disabled.is_some() || deactivated.is_some() {
+            return Ok(Err("disabled or deactivated"));
+        }
+        let family = (Uuid::new_v4(), now + Duration::seconds(FAMILY_TTL));
+        let secret = store_token(&tx, &conn.insert, now, family.0, family, (user, organisation)).await?;
+        let access_token = shared.sign(now, organisation)?;
+        audit(&tx, &conn.audit, now, ("token.password", user, None), organisation, None).await?;
+        tx.commit().await?;
+        Ok(Ok((access_token, secret)))
+    })
+    .await
+}
+
 /// The successful path of `sts`'s token exchange (src/service/grants/exchange.rs):
 /// an organisation switch, no actor.
 async fn exchange(
@@ -268,19 +386,20 @@ async fn exchange(
     Ok(Ok(access_token))
 }
 
-async fn token(form: web::Form<Form>, pool: web::Data<Pool>, shared: web::Data<Shared>) -> HttpResponse {
+async fn token(
+    form: web::Form<Form>,
+    pool: web::Data<Pool>,
+    shared: web::Data<Shared>,
+    hashing: web::Data<Hashing>,
+) -> HttpResponse {
     let shared = shared.into_inner();
     let outcome = match (form.grant_type.as_str(), form.refresh_token.as_deref()) {
         ("refresh_token", Some(presented)) => pool.with(async |conn| refresh(conn, &shared, presented).await).await,
         ("password", _) => {
-            let now = Utc::now();
-            let family = (Uuid::new_v4(), now + Duration::seconds(FAMILY_TTL));
-            pool.with(async |conn| {
-                let owner = (shared.user, shared.organisation);
-                let secret = store_token(&conn.client, &conn.insert, now, family.0, family, owner).await?;
-                Ok(Ok((shared.sign(now, shared.organisation)?, secret)))
-            })
-            .await
+            let (Some(username), Some(secret)) = (form.username.as_deref(), form.password.as_deref()) else {
+                return invalid_grant("username and password are required");
+            };
+            password(&pool, &shared, hashing.into_inner(), (username, secret), form.organisation_id).await
         }
         (EXCHANGE, _) => {
             let (Some(subject), Some(target)) = (form.subject_token.as_deref(), form.organisation_id) else {
@@ -305,6 +424,12 @@ async fn token(form: web::Form<Form>, pool: web::Data<Pool>, shared: web::Data<S
         Err(e) => HttpResponse::ServiceUnavailable()
             .json(json!({"error": "temporarily_unavailable", "detail": e.to_string()})),
     }
+}
+
+/// "runs microseconds" of argon2 so far.
+async fn hashes(hashing: web::Data<Hashing>) -> HttpResponse {
+    let (runs, micros) = (hashing.runs.load(Ordering::Relaxed), hashing.micros.load(Ordering::Relaxed));
+    HttpResponse::Ok().body(format!("{runs} {micros}\n"))
 }
 
 #[derive(serde::Deserialize)]
@@ -402,14 +527,19 @@ async fn main() -> Res<()> {
         Audience::Many(all) => all.first().cloned().unwrap_or_default(),
     };
     let verifier = Verifier::new(&template.iss, &audience, 60, ACCESS_TTL, Arc::new(SystemClock));
-    let (user, organisation) = (template.sub, template.organisation_id);
-    let shared = web::Data::new(Shared { ring, verifier, user, organisation, template });
+    let shared = web::Data::new(Shared { ring, verifier, template });
+    let hashing = web::Data::new(Hashing {
+        permits: tokio::sync::Semaphore::new(workers),
+        runs: AtomicU64::new(0),
+        micros: AtomicU64::new(0),
+    });
     let url = Arc::new(url.clone());
     let per_worker = pool.div_ceil(workers).max(1);
     HttpServer::new(move || {
         let url = url.clone();
         App::new()
             .app_data(shared.clone())
+            .app_data(hashing.clone())
             .data_factory(move || {
                 let url = url.clone();
                 async move {
@@ -422,6 +552,7 @@ async fn main() -> Res<()> {
             })
             .route("/api/sts/token/v1", web::post().to(token))
             .route("/api/sts/organisation/v1", web::post().to(create_organisation))
+            .route("/hashes", web::get().to(hashes))
     })
     .workers(workers)
     .bind(("127.0.0.1", port))?
