@@ -105,6 +105,9 @@ pub struct Store {
     /// for the connection counts `/metrics` reports.
     all_pools: std::sync::Arc<std::sync::Mutex<Vec<Pool>>>,
     acquire_timeout: Duration,
+    /// PostgreSQL only: how long one unit of work may wait for the database
+    /// in all (`ANSWER_DEADLINE_STATEMENTS` statement timeouts).
+    answer_deadline: Option<Duration>,
     url: DatabaseUrl,
     /// False while the schema could not be migrated yet (a start without
     /// the database): every query answers "unavailable" until then.
@@ -116,6 +119,13 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").field("url", &self.url).finish_non_exhaustive()
     }
 }
+
+/// A PostgreSQL that stops answering altogether (a network partition, a
+/// frozen server) is beyond `statement_timeout`, which the server enforces:
+/// the client gives up on a unit of work after this many statement
+/// timeouts. It is longer than any one statement the server lets run, with
+/// room for the others of a transaction.
+const ANSWER_DEADLINE_STATEMENTS: u32 = 3;
 
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
@@ -134,11 +144,13 @@ impl Store {
         // pool instead of in SQLite's busy handler, where a deferred
         // transaction that upgrades to a write can fail without waiting.
         let max_size = if url.is_postgres() { sizing.max_size } else { 1 };
+        let answer_deadline = url.is_postgres().then(|| settings.statement_timeout * ANSWER_DEADLINE_STATEMENTS);
         let pool = build_pool(settings, max_size, sizing.acquire_timeout);
         Self {
             all_pools: std::sync::Arc::new(std::sync::Mutex::new(vec![pool.clone()])),
             pool,
             acquire_timeout: sizing.acquire_timeout,
+            answer_deadline,
             url,
             schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
@@ -175,9 +187,13 @@ impl Store {
     /// halfway; the server then rolls the transaction back.)
     ///
     /// On PostgreSQL the work is a task on the caller's runtime: the driver
-    /// is asynchronous, so a round trip costs no thread. On SQLite, whose
-    /// driver blocks, the whole of it runs on one thread of tokio's blocking
-    /// pool. Either way it keeps the caller's tracing span (and so its
+    /// is asynchronous, so a round trip costs no thread. If the database
+    /// stops answering altogether, the work is abandoned after the answer
+    /// deadline (`ANSWER_DEADLINE_STATEMENTS`) as unavailable, and its
+    /// connection is discarded: closing it ends the transaction on the
+    /// server. On SQLite, whose driver blocks, the whole of it runs on one
+    /// thread of tokio's blocking pool (SQLite's busy timeout bounds the
+    /// waits). Either way it keeps the caller's tracing span (and so its
     /// request id).
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
@@ -196,11 +212,27 @@ impl Store {
             .map_err(|_| E::from(StoreError::Unavailable("timed out waiting for a database connection".into())))?
             .map_err(|e| E::from(StoreError::Unavailable(pool_error(&e))))?;
         let span = tracing::Span::current();
+        let deadline = self.answer_deadline;
         let task = async move {
-            let connection::Pooled { conn, driver, suspect } = &mut *pooled;
-            let result = connection::drive(work(conn), driver).await;
-            *suspect = result.is_err();
-            result
+            let answered = {
+                let connection::Pooled { conn, driver, suspect } = &mut *pooled;
+                let work = connection::drive(work(conn), driver);
+                let answered = match deadline {
+                    Some(deadline) => tokio::time::timeout(deadline, work).await.ok(),
+                    None => Some(work.await),
+                };
+                if let Some(result) = &answered {
+                    *suspect = result.is_err();
+                }
+                answered
+            };
+            answered.unwrap_or_else(|| {
+                // Where the conversation stands is unknown: the connection
+                // leaves the pool and is closed.
+                drop(deadpool::managed::Object::take(pooled));
+                tracing::warn!(deadline = ?deadline, "the database did not answer in time; connection discarded");
+                Err(E::from(StoreError::Unavailable("the database did not answer in time".into())))
+            })
         };
         let joined = if self.url.is_postgres() {
             tokio::spawn(tracing::Instrument::instrument(task, span)).await

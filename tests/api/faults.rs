@@ -126,6 +126,119 @@ async fn an_exhausted_pool_answers_503_within_the_acquire_timeout_on_postgres() 
     assert!(open <= 4.0, "no connection beyond the pools ({open})");
 }
 
+/// A TCP relay in front of PostgreSQL that can stop relaying without closing
+/// anything: how a network partition or a frozen server looks from the
+/// service. No server-side timeout can end a wait on it.
+mod partition {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Starts a relay to the server of `url` and returns `url` pointing at it.
+    pub fn relay(url: &str, frozen: Arc<AtomicBool>) -> String {
+        let mut url = url::Url::parse(url).expect("database url");
+        let upstream = format!("{}:{}", url.host_str().expect("host"), url.port().unwrap_or(5432));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        url.set_port(Some(listener.local_addr().expect("address").port())).expect("port");
+        let listener = TcpListener::from_std(listener).expect("listener");
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+                let ((client_in, client_out), (server_in, server_out)) = (client.into_split(), server.into_split());
+                tokio::spawn(pipe(client_in, server_out, frozen.clone()));
+                tokio::spawn(pipe(server_in, client_out, frozen.clone()));
+            }
+        });
+        url.to_string()
+    }
+
+    /// Copies bytes one way, except while frozen: then nothing moves, and
+    /// nothing is closed.
+    async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            if frozen.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_millis(20), from.read(&mut buffer)).await {
+                Err(_) => {}
+                Ok(Ok(0) | Err(_)) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(Ok(n)) => {
+                    if to.write_all(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// PostgreSQL stops answering altogether (a partition, a frozen server:
+/// nothing is closed, so neither the server's `statement_timeout` nor the
+/// driver ends the wait). Requests that need it answer 503 with Retry-After
+/// after three statement timeouts, not never; JWKS is still served; a
+/// rotation caught in it did not happen, so the client's retry rotates the
+/// same token once; and when the database answers again the service serves
+/// without a restart. (PostgreSQL only: SQLite is a file, not a peer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_ends_requests_at_the_answer_deadline_on_postgres() {
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let freeze = |on: bool| frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    let relay_flag = frozen.clone();
+    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
+        s.server.workers = 1;
+        s.database.statement_timeout_ms = 500;
+        let url = s.database.url.clone().expect("url");
+        s.database.url = Some(partition::relay(&url, relay_flag));
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
+    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
+    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+
+    freeze(true);
+    // Without a deadline of its own the request would wait for as long as
+    // the partition lasts; the test gives it 10 s.
+    let started = Instant::now();
+    let rotation = app
+        .client
+        .post(app.url("/api/sts/token/v1"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("answered before the client gave up");
+    assert_eq!(rotation.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(rotation.headers().contains_key("retry-after"));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1_400), "not before the deadline of 3 × 500 ms ({waited:?})");
+    assert!(waited < Duration::from_secs(5), "at the deadline, not later ({waited:?})");
+    let listing = app.client.get(app.url("/api/sts/organisation/v1")).bearer_auth(&admin);
+    let listing = listing.timeout(Duration::from_secs(10)).send().await.expect("answered");
+    assert_eq!(listing.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let jwks = app.client.get(app.url("/.well-known/jwks.json")).timeout(Duration::from_secs(2)).send().await;
+    assert_eq!(jwks.expect("jwks").status(), StatusCode::OK, "keys are served from memory");
+
+    freeze(false);
+    let retried = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)]).await;
+    assert_eq!(retried.status(), StatusCode::OK, "the cut rotation did not happen: the retry rotates");
+    let retried: serde_json::Value = retried.json().await.expect("json");
+    let next = retried["refresh_token"].as_str().expect("a successor");
+    let onwards = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", next)]).await;
+    assert_eq!(onwards.status(), StatusCode::OK, "the successor rotates in turn");
+    assert_eq!(app.get("/api/sts/organisation/v1", &admin).await.status(), StatusCode::OK, "serves again");
+}
+
 /// SECURITY.md case 44: the database connection dies in the middle of a
 /// rotation, after the old token was marked used and the new one stored,
 /// before COMMIT. The client gets 503, and nothing of the rotation remains:
