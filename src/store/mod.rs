@@ -228,7 +228,8 @@ impl Store {
             };
             answered.unwrap_or_else(|| {
                 // Where the conversation stands is unknown: the connection
-                // leaves the pool and is closed.
+                // leaves the pool and is closed. (`recycle` would drop one
+                // left inside a transaction anyway, not one caught outside.)
                 drop(deadpool::managed::Object::take(pooled));
                 tracing::warn!(deadline = ?deadline, "the database did not answer in time; connection discarded");
                 Err(E::from(StoreError::Unavailable("the database did not answer in time".into())))
