@@ -127,6 +127,13 @@ impl std::fmt::Debug for Store {
 /// room for the others of a transaction.
 const ANSWER_DEADLINE_STATEMENTS: u32 = 3;
 
+/// PostgreSQL's answer deadline; none on SQLite, and none when the
+/// statement timeout is off (0, as PostgreSQL reads it).
+fn answer_deadline(settings: &ConnectionSettings) -> Option<Duration> {
+    let timeout = settings.statement_timeout;
+    (settings.url.is_postgres() && !timeout.is_zero()).then(|| timeout * ANSWER_DEADLINE_STATEMENTS)
+}
+
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -144,7 +151,7 @@ impl Store {
         // pool instead of in SQLite's busy handler, where a deferred
         // transaction that upgrades to a write can fail without waiting.
         let max_size = if url.is_postgres() { sizing.max_size } else { 1 };
-        let answer_deadline = url.is_postgres().then(|| settings.statement_timeout * ANSWER_DEADLINE_STATEMENTS);
+        let answer_deadline = answer_deadline(&settings);
         let pool = build_pool(settings, max_size, sizing.acquire_timeout);
         Self {
             all_pools: std::sync::Arc::new(std::sync::Mutex::new(vec![pool.clone()])),
@@ -190,8 +197,8 @@ impl Store {
     /// is asynchronous, so a round trip costs no thread. If the database
     /// stops answering altogether, the work is abandoned after the answer
     /// deadline (`ANSWER_DEADLINE_STATEMENTS`) as unavailable, and its
-    /// connection is discarded: closing it ends the transaction on the
-    /// server. On SQLite, whose driver blocks, the whole of it runs on one
+    /// connection is discarded: the server rolls the transaction back once it
+    /// sees the connection closed (unless `COMMIT` was already sent). On SQLite, whose driver blocks, the whole of it runs on one
     /// thread of tokio's blocking pool (SQLite's busy timeout bounds the
     /// waits). Either way it keeps the caller's tracing span (and so its
     /// request id).
@@ -321,5 +328,27 @@ where
             let _ = on_backend!(conn, c => rollback(c).await);
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str, statement_timeout_ms: u64) -> ConnectionSettings {
+        ConnectionSettings {
+            url: DatabaseUrl::parse(Some(url)).expect("url"),
+            statement_timeout: Duration::from_millis(statement_timeout_ms),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn postgres_work_gets_three_statement_timeouts_and_none_when_the_timeout_is_off() {
+        assert_eq!(answer_deadline(&settings("postgres://db.test/sts", 500)), Some(Duration::from_millis(1_500)));
+        // 0 is PostgreSQL's "no timeout": a zero deadline would end every
+        // unit of work at its first round trip.
+        assert_eq!(answer_deadline(&settings("postgres://db.test/sts", 0)), None);
+        assert_eq!(answer_deadline(&settings("sqlite://data/sts.db", 500)), None);
     }
 }
