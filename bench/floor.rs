@@ -310,7 +310,9 @@ async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Resul
 }
 
 /// The successful path of `sts`'s password grant (src/service/grants/password.rs):
-/// the attempt counted, the hash compared, then the family started.
+/// the attempt counted, the hash compared, then the family started. Only
+/// with an organisation (as the load generator logs in): without one `sts`
+/// reads the user alone, and this answers "not a member".
 async fn password(
     pool: &Pool,
     shared: &Shared,

@@ -186,9 +186,11 @@ mod partition {
 /// nothing is closed, so neither the server's `statement_timeout` nor the
 /// driver ends the wait). Requests that need it answer 503 with Retry-After
 /// after three statement timeouts, not never; JWKS is still served; a
-/// rotation caught in it did not happen, so the client's retry rotates the
-/// same token once; and when the database answers again the service serves
-/// without a restart. (PostgreSQL only: SQLite is a file, not a peer.)
+/// rotation caught before its first answer did not happen, so the client's
+/// retry rotates the same token once; and when the database answers again
+/// the service serves without a restart. (PostgreSQL only: SQLite is a
+/// file, not a peer. A freeze after `COMMIT` was sent leaves the outcome
+/// unknown to the client, docs/DECISIONS.md.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_stops_answering_ends_requests_at_the_answer_deadline_on_postgres() {
     let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
