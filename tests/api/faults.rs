@@ -241,6 +241,80 @@ async fn a_database_that_stops_answering_ends_requests_at_the_answer_deadline_on
     assert_eq!(app.get("/api/sts/organisation/v1", &admin).await.status(), StatusCode::OK, "serves again");
 }
 
+/// The same partition in the middle of a rotation, after its `UPDATE` and
+/// its new token's `INSERT`, before `COMMIT` was sent: the client gets 503
+/// at the answer deadline, the server rolls the transaction back (at its
+/// idle-in-transaction timeout, since the partition hides the close), and
+/// nothing of the rotation remains: the old token rotates once on retry, no
+/// success is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_mid_rotation_leaves_nothing_of_it_on_postgres() {
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let freeze = |on: bool| frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    let relay_flag = frozen.clone();
+    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
+        s.server.workers = 1;
+        s.database.statement_timeout_ms = 2_000;
+        let url = s.database.url.clone().expect("url");
+        s.database.url = Some(partition::relay(&url, relay_flag));
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
+    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
+    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+    let tokens_before = app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens");
+    // The rotation's audit insert, its last statement before COMMIT, sleeps
+    // for a second: long enough to cut the line while it runs.
+    app.db.execute_here(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$",
+    );
+    app.db.execute_here(
+        "CREATE TRIGGER stall_rotation BEFORE INSERT ON audit_events FOR EACH ROW \
+         WHEN (NEW.action = 'token.refresh' AND NEW.outcome = 'SUCCESS') EXECUTE FUNCTION stall()",
+    );
+    let rotation = {
+        let request = app.client.post(app.url("/api/sts/token/v1")).timeout(Duration::from_secs(20));
+        let request = request.form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())]);
+        tokio::spawn(async move { (request.send().await, Instant::now()) })
+    };
+    let stalled = "SELECT COALESCE(MAX(pid), 0)::bigint AS value FROM pg_stat_activity \
+                   WHERE datname = current_database() AND state = 'active' AND wait_event = 'PgSleep' \
+                   AND backend_xid IS NOT NULL AND query LIKE 'INSERT INTO \"audit_events\"%'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let pid = app.db.scalar(stalled);
+        if pid != 0 {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the rotation reaches its audit insert");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    freeze(true);
+    let cut_at = Instant::now();
+    let (response, answered_at) = rotation.await.expect("task");
+    let response = response.expect("answered before the client gave up");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "the client is told to retry");
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(answered_at - cut_at < Duration::from_secs(8), "at the deadline of 3 × 2 s, not later");
+    // The server ends the transaction at its idle-in-transaction timeout.
+    let gone = format!("SELECT COUNT(*) AS value FROM pg_stat_activity WHERE pid = {pid}");
+    while app.db.scalar(&gone) > 0 {
+        assert!(Instant::now() < deadline, "the server ends the abandoned transaction");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.db.execute_here("DROP TRIGGER stall_rotation ON audit_events");
+    freeze(false);
+
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"), tokens_before, "no new token was kept");
+    let successes = "SELECT COUNT(*) AS value FROM audit_events WHERE action = 'token.refresh' AND outcome = 'SUCCESS'";
+    assert_eq!(app.db.scalar(successes), 0, "no rotation in the audit log");
+    let retried = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)]).await;
+    assert_eq!(retried.status(), StatusCode::OK, "the old token is still good: the retry rotates it");
+    let replayed = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)]).await;
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST, "once only");
+}
+
 /// SECURITY.md case 44: the database connection dies in the middle of a
 /// rotation, after the old token was marked used and the new one stored,
 /// before COMMIT. The client gets 503, and nothing of the rotation remains:
