@@ -138,8 +138,35 @@ mod partition {
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::{TcpListener, TcpStream};
 
+    use crate::helpers::{Backend, TestApp};
+
+    /// The switch of a relay between a running service and its PostgreSQL.
+    pub struct Partition(Arc<AtomicBool>);
+
+    impl Partition {
+        /// A service (one worker) on PostgreSQL through a relay, with
+        /// `statement_timeout_ms`.
+        pub async fn spawn(statement_timeout_ms: u64) -> (TestApp, Self) {
+            let frozen = Arc::new(AtomicBool::new(false));
+            let flag = frozen.clone();
+            let app = TestApp::spawn_with(Backend::Postgres, move |s| {
+                s.server.workers = 1;
+                s.database.statement_timeout_ms = statement_timeout_ms;
+                let url = s.database.url.clone().expect("url");
+                s.database.url = Some(relay(&url, flag));
+            })
+            .await;
+            (app, Self(frozen))
+        }
+
+        /// Stops (`true`) or resumes relaying.
+        pub fn freeze(&self, on: bool) {
+            self.0.store(on, Ordering::SeqCst);
+        }
+    }
+
     /// Starts a relay to the server of `url` and returns `url` pointing at it.
-    pub fn relay(url: &str, frozen: Arc<AtomicBool>) -> String {
+    fn relay(url: &str, frozen: Arc<AtomicBool>) -> String {
         let mut url = url::Url::parse(url).expect("database url");
         let upstream = format!("{}:{}", url.host_str().expect("host"), url.port().unwrap_or(5432));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -182,6 +209,44 @@ mod partition {
     }
 }
 
+/// A user's refresh token (no organisation), for the rotation tests.
+async fn holder_refresh_token(app: &TestApp) -> String {
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
+    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
+    login["refresh_token"].as_str().expect("refresh token").to_owned()
+}
+
+/// Makes a rotation's audit insert, its last statement before COMMIT, sleep
+/// `seconds` in a trigger: the rotation's `UPDATE` and its new token's
+/// `INSERT` have run by then.
+fn stall_rotation_audit(db: &TestDb, seconds: u32) {
+    db.execute_here(&format!(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+    ));
+    db.execute_here(
+        "CREATE TRIGGER stall_rotation BEFORE INSERT ON audit_events FOR EACH ROW \
+         WHEN (NEW.action = 'token.refresh' AND NEW.outcome = 'SUCCESS') EXECUTE FUNCTION stall()",
+    );
+}
+
+/// The backend of the rotation sleeping in that trigger, with a transaction
+/// id (it has written), once it gets there.
+async fn stalled_rotation(db: &TestDb, poll: Duration) -> i64 {
+    let stalled = "SELECT COALESCE(MAX(pid), 0)::bigint AS value FROM pg_stat_activity \
+                   WHERE datname = current_database() AND state = 'active' AND wait_event = 'PgSleep' \
+                   AND backend_xid IS NOT NULL AND query LIKE 'INSERT INTO \"audit_events\"%'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pid = db.scalar(stalled);
+        if pid != 0 {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the rotation reaches its audit insert");
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// PostgreSQL stops answering altogether (a partition, a frozen server:
 /// nothing is closed, so neither the server's `statement_timeout` nor the
 /// driver ends the wait). Requests that need it answer 503 with Retry-After
@@ -193,22 +258,11 @@ mod partition {
 /// unknown to the client, docs/DECISIONS.md.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_stops_answering_ends_requests_at_the_answer_deadline_on_postgres() {
-    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let freeze = |on: bool| frozen.store(on, std::sync::atomic::Ordering::SeqCst);
-    let relay_flag = frozen.clone();
-    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
-        s.server.workers = 1;
-        s.database.statement_timeout_ms = 500;
-        let url = s.database.url.clone().expect("url");
-        s.database.url = Some(partition::relay(&url, relay_flag));
-    })
-    .await;
+    let (app, partition) = partition::Partition::spawn(500).await;
     let admin = app.admin_token().await;
-    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
-    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
-    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+    let old = holder_refresh_token(&app).await;
 
-    freeze(true);
+    partition.freeze(true);
     // Without a deadline of its own the request would wait for as long as
     // the partition lasts; the test gives it 10 s.
     let started = Instant::now();
@@ -231,7 +285,7 @@ async fn a_database_that_stops_answering_ends_requests_at_the_answer_deadline_on
     let jwks = app.client.get(app.url("/.well-known/jwks.json")).timeout(Duration::from_secs(2)).send().await;
     assert_eq!(jwks.expect("jwks").status(), StatusCode::OK, "keys are served from memory");
 
-    freeze(false);
+    partition.freeze(false);
     let retried = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", &old)]).await;
     assert_eq!(retried.status(), StatusCode::OK, "the cut rotation did not happen: the retry rotates");
     let retried: serde_json::Value = retried.json().await.expect("json");
@@ -249,48 +303,18 @@ async fn a_database_that_stops_answering_ends_requests_at_the_answer_deadline_on
 /// success is audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_mid_rotation_leaves_nothing_of_it_on_postgres() {
-    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let freeze = |on: bool| frozen.store(on, std::sync::atomic::Ordering::SeqCst);
-    let relay_flag = frozen.clone();
-    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
-        s.server.workers = 1;
-        s.database.statement_timeout_ms = 2_000;
-        let url = s.database.url.clone().expect("url");
-        s.database.url = Some(partition::relay(&url, relay_flag));
-    })
-    .await;
-    let admin = app.admin_token().await;
-    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
-    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
-    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+    let (app, partition) = partition::Partition::spawn(2_000).await;
+    let old = holder_refresh_token(&app).await;
     let tokens_before = app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens");
-    // The rotation's audit insert, its last statement before COMMIT, sleeps
-    // for a second: long enough to cut the line while it runs.
-    app.db.execute_here(
-        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$",
-    );
-    app.db.execute_here(
-        "CREATE TRIGGER stall_rotation BEFORE INSERT ON audit_events FOR EACH ROW \
-         WHEN (NEW.action = 'token.refresh' AND NEW.outcome = 'SUCCESS') EXECUTE FUNCTION stall()",
-    );
+    // A second in the audit insert: long enough to cut the line while it runs.
+    stall_rotation_audit(&app.db, 1);
     let rotation = {
         let request = app.client.post(app.url("/api/sts/token/v1")).timeout(Duration::from_secs(20));
         let request = request.form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())]);
         tokio::spawn(async move { (request.send().await, Instant::now()) })
     };
-    let stalled = "SELECT COALESCE(MAX(pid), 0)::bigint AS value FROM pg_stat_activity \
-                   WHERE datname = current_database() AND state = 'active' AND wait_event = 'PgSleep' \
-                   AND backend_xid IS NOT NULL AND query LIKE 'INSERT INTO \"audit_events\"%'";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        let pid = app.db.scalar(stalled);
-        if pid != 0 {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the rotation reaches its audit insert");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    freeze(true);
+    let pid = stalled_rotation(&app.db, Duration::from_millis(20)).await;
+    partition.freeze(true);
     let cut_at = Instant::now();
     let (response, answered_at) = rotation.await.expect("task");
     let response = response.expect("answered before the client gave up");
@@ -299,12 +323,13 @@ async fn a_partition_mid_rotation_leaves_nothing_of_it_on_postgres() {
     assert!(answered_at - cut_at < Duration::from_secs(8), "at the deadline of 3 × 2 s, not later");
     // The server ends the transaction at its idle-in-transaction timeout.
     let gone = format!("SELECT COUNT(*) AS value FROM pg_stat_activity WHERE pid = {pid}");
+    let deadline = Instant::now() + Duration::from_secs(20);
     while app.db.scalar(&gone) > 0 {
         assert!(Instant::now() < deadline, "the server ends the abandoned transaction");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.db.execute_here("DROP TRIGGER stall_rotation ON audit_events");
-    freeze(false);
+    partition.freeze(false);
 
     assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"), tokens_before, "no new token was kept");
     let successes = "SELECT COUNT(*) AS value FROM audit_events WHERE action = 'token.refresh' AND outcome = 'SUCCESS'";
@@ -331,34 +356,14 @@ async fn a_connection_cut_mid_rotation_leaves_the_old_token_good_and_no_new_one_
     let login = app.login("holder", &crate::helpers::password_of("holder"), Some(org)).await;
     let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
     let tokens_before = app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens");
-    // The rotation's last statement before COMMIT is its audit insert: stall
-    // it there, so the UPDATE and the new token's INSERT have run.
-    app.db.execute_here(
-        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(50); RETURN NEW; END $$",
-    );
-    app.db.execute_here(
-        "CREATE TRIGGER stall_rotation BEFORE INSERT ON audit_events FOR EACH ROW \
-         WHEN (NEW.action = 'token.refresh' AND NEW.outcome = 'SUCCESS') EXECUTE FUNCTION stall()",
-    );
+    stall_rotation_audit(&app.db, 50);
     let rotation = {
         let (client, url, old) = (app.client.clone(), app.url("/api/sts/token/v1"), old.clone());
         tokio::spawn(async move {
             client.post(url).form(&[("grant_type", "refresh_token"), ("refresh_token", old.as_str())]).send().await
         })
     };
-    // Sleeping in the trigger, with a transaction id: the rotation has written.
-    let stalled = "SELECT COALESCE(MAX(pid), 0)::bigint AS value FROM pg_stat_activity \
-                   WHERE datname = current_database() AND state = 'active' AND wait_event = 'PgSleep' \
-                   AND backend_xid IS NOT NULL AND query LIKE 'INSERT INTO \"audit_events\"%'";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        let pid = app.db.scalar(stalled);
-        if pid != 0 {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the rotation reaches its audit insert");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pid = stalled_rotation(&app.db, Duration::from_millis(50)).await;
     let in_flight = app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens");
     assert_eq!(in_flight, tokens_before, "uncommitted: the new token is not visible yet");
     let cut = app.db.scalar(&format!("SELECT pg_terminate_backend({pid})::int::bigint AS value"));
@@ -482,10 +487,7 @@ async fn shutdown_drains_in_flight_requests(backend: Backend) {
 /// `Store::run`'s task, docs/DECISIONS.md.)
 async fn a_rotation_whose_client_gave_up_still_completes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = app.admin_token().await;
-    app.create_user(&admin, "holder", &["WALLET_USER"]).await;
-    let login = app.login("holder", &crate::helpers::password_of("holder"), None).await;
-    let old = login["refresh_token"].as_str().expect("refresh token").to_owned();
+    let old = holder_refresh_token(&app).await;
     let successes = "SELECT COUNT(*) AS value FROM audit_events WHERE action = 'token.refresh' AND outcome = 'SUCCESS'";
     let lock = LockHolder::take(&app.db);
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
