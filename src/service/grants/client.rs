@@ -68,17 +68,10 @@ pub async fn client_credentials(
                         Ok(a) => a,
                         Err(reason) => return fail(conn, &reason, false).await,
                     };
-                    let (access_token, expires_in) =
-                        Mint::new(&ctx2, now).sign(id, organisation, &authorised.permissions, None, None)?;
+                    let issued = Mint::new(&ctx2, now).issue(id, organisation, &authorised.permissions, None)?;
                     let event = AuditEvent::new(ACTION, Outcome::Success).subject(id).organisation(organisation);
                     audit::record(conn, now, &meta, event).await?;
-                    Ok(Ok(Issued {
-                        access_token,
-                        expires_in,
-                        refresh_token: None,
-                        organisation_id: organisation,
-                        issued_token_type: None,
-                    }))
+                    Ok(Ok(issued))
                 })
                 .await
             }

@@ -148,4 +148,18 @@ impl<'a> Mint<'a> {
         let token = self.keys.sign(&claims).map_err(|e| GrantError::Internal(e.into()))?;
         Ok((token, exp - iat))
     }
+
+    /// The answer of a grant made for `sub` itself (password, refresh,
+    /// client credentials): its access token, with `refresh_token` if the
+    /// grant gives one.
+    pub fn issue(
+        &self,
+        sub: Uuid,
+        organisation: Option<Uuid>,
+        permissions: &PermissionSet,
+        refresh_token: Option<Secret>,
+    ) -> Result<Issued, GrantError> {
+        let (access_token, expires_in) = self.sign(sub, organisation, permissions, None, None)?;
+        Ok(Issued { access_token, expires_in, refresh_token, organisation_id: organisation, issued_token_type: None })
+    }
 }

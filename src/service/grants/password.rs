@@ -115,17 +115,15 @@ pub async fn password(
                         users::set_password_hash(conn, DbUuid(user_id), hash).await?;
                     }
                     let refresh_token = new_family(conn, &ctx2.config, now, user_id, organisation).await?;
-                    let (access_token, expires_in) =
-                        Mint::new(&ctx2, now).sign(user_id, organisation, &authorised.permissions, None, None)?;
+                    let issued = Mint::new(&ctx2, now).issue(
+                        user_id,
+                        organisation,
+                        &authorised.permissions,
+                        Some(refresh_token),
+                    )?;
                     let event = AuditEvent::new(ACTION, Outcome::Success).subject(user_id).organisation(organisation);
                     audit::record(conn, now, &meta, event).await?;
-                    Ok(Ok(Issued {
-                        access_token,
-                        expires_in,
-                        refresh_token: Some(refresh_token),
-                        organisation_id: organisation,
-                        issued_token_type: None,
-                    }))
+                    Ok(Ok(issued))
                 })
                 .await
             }

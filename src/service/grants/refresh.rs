@@ -145,16 +145,14 @@ pub async fn refresh(
                     let family = (row.family_id.0, row.family_expires_at.0);
                     let refresh_token =
                         store_token(conn, &ctx2.config, now, (Uuid::new_v4(), family), user, organisation).await?;
-                    let (access_token, expires_in) =
-                        Mint::new(&ctx2, now).sign(user, organisation, &authorised.permissions, None, None)?;
+                    let issued = Mint::new(&ctx2, now).issue(
+                        user,
+                        organisation,
+                        &authorised.permissions,
+                        Some(refresh_token),
+                    )?;
                     record(conn, Outcome::Success, Some(&row), None).await?;
-                    Ok(Ok(Issued {
-                        access_token,
-                        expires_in,
-                        refresh_token: Some(refresh_token),
-                        organisation_id: organisation,
-                        issued_token_type: None,
-                    }))
+                    Ok(Ok(issued))
                 })
                 .await
             }
