@@ -41,6 +41,7 @@ use argon2::password_hash::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
+use futures_util::future::try_join;
 use serde_json::json;
 use sts::clock::SystemClock;
 use sts::tokens::claims::Audience;
@@ -297,14 +298,18 @@ async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Resul
     if disabled.is_some() || deactivated.is_some() {
         return Ok(Err("disabled or deactivated"));
     }
-    tx.query_opt(&conn.lock, &[&family]).await?;
-    if tx.execute(&conn.consume, &[&now, &id]).await? != 1 {
+    // Pipelined as `sts` sends them: the lock and the update in one round
+    // trip, the two inserts in another.
+    let (_, consumed) = try_join(tx.query_opt(&conn.lock, &[&family]), tx.execute(&conn.consume, &[&now, &id])).await?;
+    if consumed != 1 {
         return Ok(Err("used since the read"));
     }
-    let secret =
-        store_token(&tx, &conn.insert, now, Uuid::new_v4(), (family, family_expires_at), (user, organisation)).await?;
     let access_token = shared.sign(now, organisation)?;
-    audit(&tx, &conn.audit, now, ("token.refresh", user, None), organisation, Some(family.to_string())).await?;
+    let (secret, ()) = try_join(
+        store_token(&tx, &conn.insert, now, Uuid::new_v4(), (family, family_expires_at), (user, organisation)),
+        audit(&tx, &conn.audit, now, ("token.refresh", user, None), organisation, Some(family.to_string())),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Ok((access_token, secret)))
 }

@@ -196,7 +196,17 @@ pub async fn record(
     meta: &RequestMeta,
     event: AuditEvent,
 ) -> Result<(), AuditWriteFailed> {
-    let row = AuditRow {
+    let row = row(now, meta, event);
+    rows::insert(conn, &row).await.map_err(AuditWriteFailed)?;
+    log(&row);
+    Ok(())
+}
+
+/// The row [`record`] writes, for a caller that writes it together with
+/// another statement (`refresh_tokens::insert_with_audit`) and then calls
+/// [`log`].
+pub fn row(now: DateTime<Utc>, meta: &RequestMeta, event: AuditEvent) -> AuditRow {
+    AuditRow {
         id: DbUuid(Uuid::new_v4()),
         created_at: DbTime::from(now),
         action: event.action.to_owned(),
@@ -208,8 +218,11 @@ pub async fn record(
         request_id: bounded(meta.request_id.clone()),
         source_ip: bounded(meta.source_ip.clone()),
         reason: bounded(event.reason),
-    };
-    rows::insert(conn, &row).await.map_err(AuditWriteFailed)?;
+    }
+}
+
+/// The JSON log line of a written row.
+pub fn log(row: &AuditRow) {
     tracing::info!(
         target: "audit",
         audit_id = %row.id.0,
@@ -222,7 +235,6 @@ pub async fn record(
         reason = row.reason.as_deref(),
         "audit event"
     );
-    Ok(())
 }
 
 /// An event as the API shows it.

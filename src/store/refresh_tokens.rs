@@ -10,7 +10,8 @@ use diesel::sql_types::HasSqlType;
 use diesel_async::RunQueryDsl;
 
 use super::AnyConnection;
-use super::schema::refresh_tokens;
+use super::audit::AuditRow;
+use super::schema::{audit_events, refresh_tokens};
 use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -43,6 +44,28 @@ pub async fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResu
         .first(c)
         .await)
     .optional()
+}
+
+/// Stores a token and the audit row of the grant that issued it. On
+/// PostgreSQL both inserts are sent before either answer is read
+/// (pipelining: one round trip instead of two); PostgreSQL runs them in
+/// that order all the same, and if the first fails the second fails with
+/// it (the transaction is aborted). Returns each insert's result.
+pub async fn insert_with_audit(
+    conn: &mut AnyConnection,
+    token: &RefreshTokenRow,
+    audit: &AuditRow,
+) -> (QueryResult<()>, QueryResult<()>) {
+    let token = diesel::insert_into(refresh_tokens::table).values(token);
+    let audit = diesel::insert_into(audit_events::table).values(audit);
+    let (token, audit) = match conn {
+        AnyConnection::Postgresql(pg) => {
+            let (mut one, mut two) = (&*pg, &*pg);
+            futures_util::future::join(token.execute(&mut one), audit.execute(&mut two)).await
+        }
+        AnyConnection::Sqlite(sqlite) => (token.execute(sqlite).await, audit.execute(sqlite).await),
+    };
+    (token.map(drop), audit.map(drop))
 }
 
 /// Marks the token used if, and only if, nobody used or revoked it first.
@@ -178,4 +201,21 @@ pub async fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResul
         refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(pg).await?;
     }
     Ok(())
+}
+
+/// [`lock_family`], then [`consume`]: a rotation. On PostgreSQL the update
+/// is sent without waiting for the lock's answer (one round trip instead of
+/// two); PostgreSQL runs it after the lock is granted all the same.
+pub async fn lock_family_and_consume(
+    conn: &mut AnyConnection,
+    family: DbUuid,
+    id: DbUuid,
+    now: DbTime,
+) -> QueryResult<bool> {
+    let AnyConnection::Postgresql(pg) = conn else { return consume(conn, id, now).await };
+    let (mut one, mut two) = (&*pg, &*pg);
+    let lock = refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(&mut one);
+    let (locked, consumed) = futures_util::future::join(lock, Consume { id, now }.execute(&mut two)).await;
+    locked?;
+    Ok(consumed? == 1)
 }

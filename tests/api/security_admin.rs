@@ -483,11 +483,15 @@ both_backends! {
 }
 
 /// Case 42: when the audit row cannot be written, the change it records
-/// rolls back and the client gets 503; no token is issued without its row;
-/// after recovery, changes and audit rows match again.
+/// rolls back and the client gets 503; no token is issued without its row
+/// (a refresh grant sends its token and audit inserts together: the stored
+/// token and the rotation roll back too); after recovery, changes and audit
+/// rows match again.
 async fn a_lost_audit_write_rolls_the_change_back(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = app.admin_token().await;
+    let session = app.login("admin", ADMIN_PASSWORD, None).await;
+    let admin = session["access_token"].as_str().expect("token").to_owned();
+    let refresh_token = session["refresh_token"].as_str().expect("refresh token");
     let freeze = match backend {
         Backend::Postgres => "ALTER TABLE audit_events ADD CONSTRAINT audit_frozen CHECK (false) NOT VALID",
         Backend::Sqlite => {
@@ -512,17 +516,23 @@ async fn a_lost_audit_write_rolls_the_change_back(backend: Backend) {
     let login =
         app.token_request(&[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
     assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE, "no token without its audit row");
+    let refresh = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await;
+    assert_eq!(refresh.status(), StatusCode::SERVICE_UNAVAILABLE, "no rotation without its audit row");
+    assert!(refresh.headers().contains_key("retry-after"));
     assert_eq!(
         app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens"),
         1,
         "only the refresh token of the first login"
     );
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM refresh_tokens WHERE consumed_at IS NOT NULL"), 0);
     assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows);
     app.db.execute_here(thaw);
+    let rotated = app.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await;
+    assert_eq!(rotated.status(), StatusCode::OK, "the token was not used up by the grant that rolled back");
     let created =
         app.post_json("/api/sts/organisation/v1", &admin, &json!({"name": "Audited", "roles": ["HOLDER"]})).await;
     assert_eq!(created.status(), StatusCode::CREATED, "recovers by itself");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows + 1);
+    assert_eq!(app.db.scalar("SELECT COUNT(*) AS value FROM audit_events"), audit_rows + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{Issued, Mint, authorise};
 use crate::config::Config;
 use crate::secret::Secret;
-use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
+use crate::service::audit::{self, AuditEvent, AuditWriteFailed, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
 use crate::store;
 use crate::store::AnyConnection;
@@ -24,36 +24,31 @@ fn secs(value: u64) -> Duration {
     Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
-/// Stores a new token of `family` (with id `id`) and returns the secret,
-/// shown only now.
-async fn store_token(
-    conn: &mut AnyConnection,
+/// A new token of `family` (with id `id`): its secret, shown only now, and
+/// the row to store.
+fn new_token(
     config: &Config,
     now: DateTime<Utc>,
     (id, family): (Uuid, (Uuid, DateTime<Utc>)),
     user: Uuid,
     organisation: Option<Uuid>,
-) -> Result<Secret, GrantError> {
+) -> Result<(Secret, RefreshTokenRow), GrantError> {
     let secret = opaque::generate().map_err(|_| GrantError::Internal(anyhow::anyhow!("no randomness")))?;
     let (family_id, family_expires_at) = family;
     let expires_at = (now + secs(config.settings.tokens.refresh_ttl_secs)).min(family_expires_at);
-    refresh_tokens::insert(
-        conn,
-        &RefreshTokenRow {
-            id: DbUuid(id),
-            digest: opaque::digest(secret.expose()),
-            family_id: DbUuid(family_id),
-            user_id: DbUuid(user),
-            organisation_id: organisation.map(DbUuid),
-            issued_at: DbTime::from(now),
-            expires_at: DbTime::from(expires_at),
-            family_expires_at: DbTime::from(family_expires_at),
-            consumed_at: None,
-            revoked_at: None,
-        },
-    )
-    .await?;
-    Ok(secret)
+    let row = RefreshTokenRow {
+        id: DbUuid(id),
+        digest: opaque::digest(secret.expose()),
+        family_id: DbUuid(family_id),
+        user_id: DbUuid(user),
+        organisation_id: organisation.map(DbUuid),
+        issued_at: DbTime::from(now),
+        expires_at: DbTime::from(expires_at),
+        family_expires_at: DbTime::from(family_expires_at),
+        consumed_at: None,
+        revoked_at: None,
+    };
+    Ok((secret, row))
 }
 
 /// Starts a family (one per login) and returns its first token.
@@ -67,7 +62,9 @@ pub(super) async fn new_family(
     let family = (Uuid::new_v4(), now + secs(config.settings.tokens.refresh_family_ttl_secs));
     // The family's first token carries the family id: the row every later
     // use of the family locks first (`refresh_tokens::lock_family`).
-    store_token(conn, config, now, (family.0, family), user, organisation).await
+    let (secret, row) = new_token(config, now, (family.0, family), user, organisation)?;
+    refresh_tokens::insert(conn, &row).await?;
+    Ok(secret)
 }
 
 pub async fn refresh(
@@ -84,7 +81,7 @@ pub async fn refresh(
             async move {
                 store::transaction::<_, GrantError, _>(conn, async |conn| {
                     let now = ctx2.now();
-                    let record = async |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
+                    let event = |outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
                         let mut event = AuditEvent::new(ACTION, outcome)
                             .organisation(requested_organisation.or(row.and_then(|r| r.organisation_id.map(|o| o.0))));
                         if let Some(row) = row {
@@ -93,7 +90,10 @@ pub async fn refresh(
                         if let Some(reason) = reason {
                             event = event.reason(reason);
                         }
-                        audit::record(conn, now, &meta, event).await
+                        event
+                    };
+                    let record = async |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
+                        audit::record(conn, now, &meta, event(outcome, row, reason)).await
                     };
                     let Some(row) = refresh_tokens::find_by_digest(conn, &digest).await? else {
                         record(conn, Outcome::Failure, None, Some("unknown refresh token")).await?;
@@ -130,8 +130,7 @@ pub async fn refresh(
                     // Serialise with every other use and revocation of the family
                     // (so a revocation after us sees the token we add), then let
                     // the conditional update pick one winner.
-                    refresh_tokens::lock_family(conn, row.family_id).await?;
-                    if !refresh_tokens::consume(conn, row.id, DbTime::from(now)).await? {
+                    if !refresh_tokens::lock_family_and_consume(conn, row.family_id, row.id, DbTime::from(now)).await? {
                         // Used or revoked since the read above: the slow path.
                         let current =
                             refresh_tokens::find_by_digest(conn, &digest).await?.unwrap_or_else(|| row.clone());
@@ -143,15 +142,19 @@ pub async fn refresh(
                     }
                     let user = row.user_id.0;
                     let family = (row.family_id.0, row.family_expires_at.0);
-                    let refresh_token =
-                        store_token(conn, &ctx2.config, now, (Uuid::new_v4(), family), user, organisation).await?;
+                    let (refresh_token, token) =
+                        new_token(&ctx2.config, now, (Uuid::new_v4(), family), user, organisation)?;
                     let issued = Mint::new(&ctx2, now).issue(
                         user,
                         organisation,
                         &authorised.permissions,
                         Some(refresh_token),
                     )?;
-                    record(conn, Outcome::Success, Some(&row), None).await?;
+                    let audited = audit::row(now, &meta, event(Outcome::Success, Some(&row), None));
+                    let (stored, written) = refresh_tokens::insert_with_audit(conn, &token, &audited).await;
+                    stored?;
+                    written.map_err(AuditWriteFailed)?;
+                    audit::log(&audited);
                     Ok(Ok(issued))
                 })
                 .await
