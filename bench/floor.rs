@@ -41,7 +41,7 @@ use argon2::password_hash::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::try_join;
+use futures_util::future::{try_join, try_join3};
 use serde_json::json;
 use sts::clock::SystemClock;
 use sts::tokens::claims::Audience;
@@ -276,12 +276,28 @@ async fn store_token(
 }
 
 /// The successful path of `sts`'s refresh grant (src/service/grants/refresh.rs),
-/// statement for statement; any other outcome is an `invalid_grant`.
+/// statement for statement and round trip for round trip; any other outcome
+/// is an `invalid_grant`.
 async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Result<(String, String), &'static str>> {
+    let outcome = rotate(conn, shared, presented).await;
+    if !matches!(outcome, Ok(Ok(_))) {
+        // Refused or failed: end the transaction `rotate` opened (a no-op
+        // on the server if its COMMIT already rolled back).
+        conn.client.batch_execute("ROLLBACK").await?;
+    }
+    outcome
+}
+
+/// Pipelined as `sts` sends them (`docs/DECISIONS.md`): `BEGIN` with the
+/// read, the lock with the update, the two inserts with `COMMIT`; four round
+/// trips. tokio-postgres queues a request when its future is first polled,
+/// so `try_join` sends them in their order.
+async fn rotate(conn: &Conn, shared: &Shared, presented: &str) -> Res<Result<(String, String), &'static str>> {
     let now = Utc::now();
     let digest = opaque::digest(presented);
-    let tx = conn.client.transaction().await?;
-    let Some(row) = tx.query_opt(&conn.find, &[&digest, &1_i64]).await? else {
+    let c = &conn.client;
+    let (_, row) = try_join(c.batch_execute("BEGIN"), c.query_opt(&conn.find, &[&digest, &1_i64])).await?;
+    let Some(row) = row else {
         return Ok(Err("unknown refresh token"));
     };
     let (id, family, user): (Uuid, Uuid, Uuid) = (row.get(0), row.get(2), row.get(3));
@@ -291,26 +307,24 @@ async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Resul
     if consumed.is_some() || revoked.is_some() || expires_at <= now || family_expires_at <= now {
         return Ok(Err("used, revoked or expired refresh token"));
     }
-    let Some(member) = tx.query_opt(&conn.member, &[&organisation, &user, &1_i64]).await? else {
+    let Some(member) = c.query_opt(&conn.member, &[&organisation, &user, &1_i64]).await? else {
         return Ok(Err("not a member"));
     };
     let (disabled, deactivated): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (member.get(9), member.get(16));
     if disabled.is_some() || deactivated.is_some() {
         return Ok(Err("disabled or deactivated"));
     }
-    // Pipelined as `sts` sends them: the lock and the update in one round
-    // trip, the two inserts in another.
-    let (_, consumed) = try_join(tx.query_opt(&conn.lock, &[&family]), tx.execute(&conn.consume, &[&now, &id])).await?;
+    let (_, consumed) = try_join(c.query_opt(&conn.lock, &[&family]), c.execute(&conn.consume, &[&now, &id])).await?;
     if consumed != 1 {
         return Ok(Err("used since the read"));
     }
     let access_token = shared.sign(now, organisation)?;
-    let (secret, ()) = try_join(
-        store_token(&tx, &conn.insert, now, Uuid::new_v4(), (family, family_expires_at), (user, organisation)),
-        audit(&tx, &conn.audit, now, ("token.refresh", user, None), organisation, Some(family.to_string())),
+    let (secret, (), ()) = try_join3(
+        store_token(c, &conn.insert, now, Uuid::new_v4(), (family, family_expires_at), (user, organisation)),
+        audit(c, &conn.audit, now, ("token.refresh", user, None), organisation, Some(family.to_string())),
+        async { Ok(c.batch_execute("COMMIT").await?) },
     )
     .await?;
-    tx.commit().await?;
     Ok(Ok((access_token, secret)))
 }
 

@@ -18,8 +18,11 @@ use futures_util::future::BoxFuture;
 /// run on either (`on_backend!`).
 pub enum AnyConnection {
     Postgresql(AsyncPgConnection),
-    Sqlite(SyncConnectionWrapper<SqliteConnection, Inline>),
+    Sqlite(SqliteWrapper),
 }
+
+/// SQLite's synchronous connection behind diesel-async's interface.
+pub type SqliteWrapper = SyncConnectionWrapper<SqliteConnection, Inline>;
 
 /// A synchronous connection, for the migrations (diesel_migrations has no
 /// asynchronous form).
@@ -56,6 +59,14 @@ impl AnyConnection {
         match self {
             Self::Postgresql(c) => c.batch_execute("SELECT 1").await,
             Self::Sqlite(c) => c.batch_execute("SELECT 1").await,
+        }
+    }
+
+    /// This connection for statements sent together (`store::Pipelined`).
+    pub fn pipelined(&mut self) -> super::Pipelined<'_> {
+        match self {
+            Self::Postgresql(c) => super::Pipelined::Postgresql(c),
+            Self::Sqlite(c) => super::Pipelined::Sqlite(c),
         }
     }
 

@@ -9,10 +9,10 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::HasSqlType;
 use diesel_async::RunQueryDsl;
 
-use super::AnyConnection;
 use super::audit::AuditRow;
 use super::schema::{audit_events, refresh_tokens};
 use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
+use super::{AnyConnection, Pipelined};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = refresh_tokens)]
@@ -38,34 +38,66 @@ pub async fn insert(conn: &mut AnyConnection, row: &RefreshTokenRow) -> QueryRes
 }
 
 pub async fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
-    on_backend!(conn, c => refresh_tokens::table
-        .filter(refresh_tokens::digest.eq(digest))
-        .select(RefreshTokenRow::as_select())
-        .first(c)
-        .await)
+    find_by_digest_on(conn.pipelined(), digest).await
+}
+
+/// [`find_by_digest`] as the first statement of a transaction
+/// (`store::transaction_from`).
+pub async fn find_by_digest_on(conn: Pipelined<'_>, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
+    // Typed by its backend (`as_select`): written out for each.
+    macro_rules! query {
+        () => {
+            refresh_tokens::table.filter(refresh_tokens::digest.eq(digest)).select(RefreshTokenRow::as_select())
+        };
+    }
+    match conn {
+        Pipelined::Postgresql(mut pg) => query!().first(&mut pg).await,
+        Pipelined::Sqlite(sqlite) => query!().first(sqlite).await,
+    }
     .optional()
 }
 
-/// Stores a token and the audit row of the grant that issued it. On
-/// PostgreSQL both inserts are sent before either answer is read
-/// (pipelining: one round trip instead of two); PostgreSQL runs them in
-/// that order all the same, and if the first fails the second fails with
-/// it (the transaction is aborted). Returns each insert's result.
-pub async fn insert_with_audit(
+/// Stores a token and the audit row of the grant that issued it, the last
+/// statements of the transaction: on PostgreSQL both inserts and the
+/// `COMMIT` go in one round trip (`store::commit_with`), and if the token's
+/// insert fails the audit row's fails with it.
+pub async fn insert_with_audit_and_commit(
     conn: &mut AnyConnection,
     token: &RefreshTokenRow,
     audit: &AuditRow,
-) -> (QueryResult<()>, QueryResult<()>) {
+) -> Result<(), LastWritesFailed> {
     let token = diesel::insert_into(refresh_tokens::table).values(token);
     let audit = diesel::insert_into(audit_events::table).values(audit);
-    let (token, audit) = match conn {
-        AnyConnection::Postgresql(pg) => {
-            let (mut one, mut two) = (&*pg, &*pg);
-            futures_util::future::join(token.execute(&mut one), audit.execute(&mut two)).await
-        }
-        AnyConnection::Sqlite(sqlite) => (token.execute(sqlite).await, audit.execute(sqlite).await),
-    };
-    (token.map(drop), audit.map(drop))
+    super::commit_with(conn, async |backend| {
+        let (token, audit) = match backend {
+            Pipelined::Postgresql(pg) => {
+                let (mut one, mut two) = (pg, pg);
+                futures_util::future::join(token.execute(&mut one), audit.execute(&mut two)).await
+            }
+            Pipelined::Sqlite(sqlite) => match token.execute(&mut *sqlite).await {
+                Ok(n) => (Ok(n), audit.execute(sqlite).await),
+                Err(e) => (Err(e), Ok(0)),
+            },
+        };
+        token?;
+        audit.map_err(LastWritesFailed::Audit)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Which of [`insert_with_audit_and_commit`]'s writes failed: the audit
+/// row's alone, or the token's or the commit (and the audit row's with it).
+#[derive(Debug)]
+pub enum LastWritesFailed {
+    Audit(diesel::result::Error),
+    Other(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for LastWritesFailed {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Other(error)
+    }
 }
 
 /// Marks the token used if, and only if, nobody used or revoked it first.

@@ -14,7 +14,7 @@ use crate::service::audit::{self, AuditEvent, AuditWriteFailed, Outcome, Request
 use crate::service::{Context, GrantError};
 use crate::store;
 use crate::store::AnyConnection;
-use crate::store::refresh_tokens::{self, RefreshTokenRow};
+use crate::store::refresh_tokens::{self, LastWritesFailed, RefreshTokenRow};
 use crate::store::types::{DbTime, DbUuid};
 use crate::tokens::opaque;
 
@@ -79,7 +79,9 @@ pub async fn refresh(
     ctx.store
         .run(move |conn| {
             async move {
-                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                // The token is read by the statement that opens the transaction.
+                let find = async |c: store::Pipelined<'_>| Ok(refresh_tokens::find_by_digest_on(c, &digest).await?);
+                store::transaction_from::<_, _, GrantError, _, _>(conn, find, async |conn, found| {
                     let now = ctx2.now();
                     let event = |outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
                         let mut event = AuditEvent::new(ACTION, outcome)
@@ -95,7 +97,7 @@ pub async fn refresh(
                     let record = async |conn: &mut _, outcome, row: Option<&RefreshTokenRow>, reason: Option<&str>| {
                         audit::record(conn, now, &meta, event(outcome, row, reason)).await
                     };
-                    let Some(row) = refresh_tokens::find_by_digest(conn, &digest).await? else {
+                    let Some(row) = found else {
                         record(conn, Outcome::Failure, None, Some("unknown refresh token")).await?;
                         return Ok(Err("unknown refresh token".to_owned()));
                     };
@@ -151,9 +153,13 @@ pub async fn refresh(
                         Some(refresh_token),
                     )?;
                     let audited = audit::row(now, &meta, event(Outcome::Success, Some(&row), None));
-                    let (stored, written) = refresh_tokens::insert_with_audit(conn, &token, &audited).await;
-                    stored?;
-                    written.map_err(AuditWriteFailed)?;
+                    // The transaction's last statements: committed with them.
+                    refresh_tokens::insert_with_audit_and_commit(conn, &token, &audited).await.map_err(|failed| {
+                        match failed {
+                            LastWritesFailed::Audit(e) => GrantError::from(AuditWriteFailed(e)),
+                            LastWritesFailed::Other(e) => GrantError::from(e),
+                        }
+                    })?;
                     audit::log(&audited);
                     Ok(Ok(issued))
                 })
