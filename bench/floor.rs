@@ -41,7 +41,7 @@ use argon2::password_hash::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::{try_join, try_join3};
+use futures_util::future::try_join;
 use serde_json::json;
 use sts::clock::SystemClock;
 use sts::tokens::claims::Audience;
@@ -289,9 +289,9 @@ async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Resul
 }
 
 /// Pipelined as `sts` sends them (`docs/DECISIONS.md`): `BEGIN` with the
-/// read, the lock with the update, the two inserts with `COMMIT`; four round
-/// trips. tokio-postgres queues a request when its future is first polled,
-/// so `try_join` sends them in their order.
+/// read, the lock with the update, the two inserts together, then `COMMIT`;
+/// five round trips. tokio-postgres queues a request when its future is
+/// first polled, so `try_join` sends them in their order.
 async fn rotate(conn: &Conn, shared: &Shared, presented: &str) -> Res<Result<(String, String), &'static str>> {
     let now = Utc::now();
     let digest = opaque::digest(presented);
@@ -319,12 +319,12 @@ async fn rotate(conn: &Conn, shared: &Shared, presented: &str) -> Res<Result<(St
         return Ok(Err("used since the read"));
     }
     let access_token = shared.sign(now, organisation)?;
-    let (secret, (), ()) = try_join3(
+    let (secret, ()) = try_join(
         store_token(c, &conn.insert, now, Uuid::new_v4(), (family, family_expires_at), (user, organisation)),
         audit(c, &conn.audit, now, ("token.refresh", user, None), organisation, Some(family.to_string())),
-        async { Ok(c.batch_execute("COMMIT").await?) },
     )
     .await?;
+    c.batch_execute("COMMIT").await?;
     Ok(Ok((access_token, secret)))
 }
 
@@ -474,28 +474,31 @@ async fn create_organisation(
         return HttpResponse::Unauthorized().finish();
     };
     let (id, now) = (Uuid::new_v4(), Utc::now());
+    // Pipelined as `sts` sends them (`docs/DECISIONS.md`): `BEGIN` with the
+    // caller's read, then the insert, the audit row and `COMMIT`; four round
+    // trips.
     let created = pool
         .with(async |conn| {
-            let tx = conn.client.transaction().await?;
-            let Some(row) = tx.query_opt(&conn.caller, &[&caller.sub, &1_i64]).await? else {
-                return Ok(false);
-            };
-            if row.get::<_, Option<DateTime<Utc>>>(0).is_some() {
+            let c = &conn.client;
+            let (_, row) =
+                try_join(c.batch_execute("BEGIN"), c.query_opt(&conn.caller, &[&caller.sub, &1_i64])).await?;
+            let active = row.is_some_and(|row| row.get::<_, Option<DateTime<Utc>>>(0).is_none());
+            if !active {
+                c.batch_execute("ROLLBACK").await?;
                 return Ok(false);
             }
             let (key, roles) = (body.name.trim().to_lowercase(), serde_json::json!(body.roles));
             let none: Option<DateTime<Utc>> = None;
-            tx.execute(&conn.create_organisation, &[&id, &body.name, &key, &roles, &now, &now, &none]).await?;
-            audit(
-                &tx,
-                &conn.audit,
-                now,
-                ("organisation.create", caller.sub, Some("admin")),
-                Some(id),
-                Some(id.to_string()),
-            )
-            .await?;
-            tx.commit().await?;
+            let written = async {
+                c.execute(&conn.create_organisation, &[&id, &body.name, &key, &roles, &now, &now, &none]).await?;
+                let event = ("organisation.create", caller.sub, Some("admin"));
+                audit(c, &conn.audit, now, event, Some(id), Some(id.to_string())).await?;
+                Res::Ok(c.batch_execute("COMMIT").await?)
+            };
+            if let Err(e) = written.await {
+                c.batch_execute("ROLLBACK").await?;
+                return Err(e);
+            }
             Ok(true)
         })
         .await;

@@ -8,9 +8,9 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::store::AnyConnection;
 use crate::store::audit::{self as rows, AuditRow};
 use crate::store::types::{DbTime, DbUuid};
+use crate::store::{AnyConnection, Pipelined, users};
 
 /// Longest text kept in an audit field: attacker-chosen strings (a username
 /// of 10 KB) must not bloat the log.
@@ -59,12 +59,15 @@ fn inactive_caller_denied(caller: Caller, route: &str) -> AuditEvent {
 /// Whether the caller's user, and their actor's if any, exist and are not
 /// disabled.
 async fn accounts_active(conn: &mut AnyConnection, caller: Caller) -> diesel::QueryResult<bool> {
-    for id in std::iter::once(caller.sub).chain(caller.actor) {
-        if !crate::store::users::is_active(conn, DbUuid(id)).await? {
-            return Ok(false);
-        }
+    Ok(users::is_active(conn, DbUuid(caller.sub)).await? && actor_active(conn, caller).await?)
+}
+
+/// Whether the caller's actor, if any, exists and is not disabled.
+async fn actor_active(conn: &mut AnyConnection, caller: Caller) -> diesel::QueryResult<bool> {
+    match caller.actor {
+        Some(actor) => users::is_active(conn, DbUuid(actor)).await,
+        None => Ok(true),
     }
-    Ok(true)
 }
 
 /// Refuses (401, with the denial event) a caller disabled or deleted since
@@ -420,9 +423,16 @@ where
         .store
         .run(move |conn| {
             async move {
-                crate::store::transaction(conn, async |conn| {
+                // The caller's user is read by the statement that opens the
+                // transaction (one round trip on PostgreSQL,
+                // `store::transaction_from`).
+                let caller_active = async |conn: Pipelined<'_>| match caller {
+                    Some(caller) => Ok(users::is_active_on(conn, DbUuid(caller.sub)).await?),
+                    None => Ok(true),
+                };
+                crate::store::transaction_from(conn, caller_active, async |conn, active| {
                     if let Some(caller) = caller
-                        && !accounts_active(conn, caller).await?
+                        && !(active && actor_active(conn, caller).await?)
                     {
                         return Err(super::ServiceError::CallerInactive);
                     }

@@ -295,9 +295,6 @@ fn pool_error(error: &deadpool::managed::PoolError<diesel::ConnectionError>) -> 
 /// front: a deferred transaction that reads first and writes later fails at
 /// once (without waiting for the busy timeout) when another process — a
 /// second instance, or `sts user create` — holds the lock at that moment.
-///
-/// `work` may end with its last statements sent together with the `COMMIT`
-/// ([`commit_with`]); the transaction is then over when `work` returns.
 pub async fn transaction<T, E, F>(conn: &mut AnyConnection, work: F) -> Result<T, E>
 where
     F: AsyncFnOnce(&mut AnyConnection) -> Result<T, E>,
@@ -323,7 +320,7 @@ where
     E: From<DieselError>,
 {
     use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
-    use diesel_async::{RunQueryDsl, TransactionManager};
+    use diesel_async::{SimpleAsyncConnection, TransactionManager};
     let opened = match conn {
         AnyConnection::Postgresql(pg) => {
             // Counted open before `BEGIN` is sent: a request dropped halfway
@@ -335,9 +332,11 @@ where
                 }
                 _ => return Err(DieselError::AlreadyInTransaction.into()),
             }
+            // Polled first, so queued first: tokio-postgres queues a request
+            // when its future is first polled.
             let (shared, mut begin) = (&*pg, &*pg);
             let (begun, opened) =
-                futures_util::future::join(Begin.execute(&mut begin), first(Pipelined::Postgresql(shared))).await;
+                futures_util::future::join(begin.batch_execute("BEGIN"), first(Pipelined::Postgresql(shared))).await;
             // A `BEGIN` that fails means a lost connection: it stays counted
             // inside a transaction, so the pool drops it.
             begun?;
@@ -360,8 +359,7 @@ async fn begin_immediate(sqlite: &mut connection::SqliteWrapper) -> diesel::Quer
     sqlite.spawn_blocking(|c| AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")).await
 }
 
-/// Commits after `work` succeeded (unless it committed itself,
-/// [`commit_with`]); rolls back after it failed.
+/// Commits after `work` succeeded; rolls back after it failed.
 async fn finish<T, E>(conn: &mut AnyConnection, result: Result<T, E>) -> Result<T, E>
 where
     E: From<DieselError>,
@@ -374,7 +372,6 @@ where
         C::TransactionManager::rollback_transaction(c).await
     }
     match result {
-        Ok(value) if committed_early(conn)? => Ok(value),
         Ok(value) => match on_backend!(conn, c => commit(c).await) {
             Ok(()) => Ok(value),
             // The commit failed (a serialisation failure, a lost connection):
@@ -391,55 +388,6 @@ where
     }
 }
 
-/// Whether `work` ended the transaction itself ([`commit_with`]).
-fn committed_early(conn: &mut AnyConnection) -> diesel::QueryResult<bool> {
-    use diesel_async::TransactionManager;
-    let AnyConnection::Postgresql(pg) = conn else { return Ok(false) };
-    let status = diesel_async::AnsiTransactionManager::transaction_manager_status_mut(pg);
-    Ok(status.transaction_depth()?.is_none())
-}
-
-/// Ends the transaction [`transaction`] opened with the statements `last`
-/// sends. On PostgreSQL they and the `COMMIT` are sent together (pipelined:
-/// one round trip instead of two); PostgreSQL runs them in the order they
-/// were queued, and if one of them fails it answers the `COMMIT` by rolling
-/// back. On SQLite `last` runs and [`transaction`] commits after `work`.
-/// Nothing may follow in the transaction: on PostgreSQL it is over.
-///
-/// `last` runs on the shared connection and must queue its statements when
-/// first polled, as diesel-async's queries do: each takes the statement
-/// cache's lock (fair, so queue order is poll order) before it is sent, and
-/// so does the `COMMIT`, a statement prepared once like them.
-pub async fn commit_with<T, E>(
-    conn: &mut AnyConnection,
-    last: impl AsyncFnOnce(Pipelined<'_>) -> Result<T, E>,
-) -> Result<T, E>
-where
-    E: From<DieselError>,
-{
-    use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
-    use diesel_async::{RunQueryDsl, TransactionManager};
-    let pg = match conn {
-        AnyConnection::Postgresql(pg) => pg,
-        AnyConnection::Sqlite(sqlite) => return last(Pipelined::Sqlite(sqlite)).await,
-    };
-    let (result, committed) = {
-        let (shared, mut commit) = (&*pg, &*pg);
-        futures_util::future::join(last(Pipelined::Postgresql(shared)), Commit.execute(&mut commit)).await
-    };
-    // On a failed statement PostgreSQL has rolled back instead; the
-    // transaction manager still counts the transaction open, so
-    // `transaction`'s rollback (a no-op on the server) closes it.
-    let value = result?;
-    committed?;
-    if let TransactionManagerStatus::Valid(status) =
-        diesel_async::AnsiTransactionManager::transaction_manager_status_mut(pg)
-    {
-        status.change_transaction_depth(TransactionDepthChange::DecreaseDepth)?;
-    }
-    Ok(value)
-}
-
 /// A connection on which statements are pipelined: on PostgreSQL shared,
 /// so that each statement is a future of its own and those polled together
 /// are sent together; on SQLite the connection itself, statements in turn.
@@ -447,30 +395,6 @@ pub enum Pipelined<'c> {
     Postgresql(&'c diesel_async::AsyncPgConnection),
     Sqlite(&'c mut connection::SqliteWrapper),
 }
-
-/// `BEGIN` and `COMMIT` as statements of their own with a static query id:
-/// prepared once per connection, and queued in the order they are polled
-/// with the statements around them (each takes the statement cache's lock
-/// first, as those do).
-macro_rules! transaction_statement {
-    ($name:ident, $sql:literal) => {
-        #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-        struct $name;
-
-        impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for $name {
-            fn walk_ast<'b>(
-                &'b self,
-                mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-            ) -> diesel::QueryResult<()> {
-                out.push_sql($sql);
-                Ok(())
-            }
-        }
-    };
-}
-
-transaction_statement!(Begin, "BEGIN");
-transaction_statement!(Commit, "COMMIT");
 
 #[cfg(test)]
 mod tests {

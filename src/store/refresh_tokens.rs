@@ -57,47 +57,31 @@ pub async fn find_by_digest_on(conn: Pipelined<'_>, digest: &str) -> QueryResult
     .optional()
 }
 
-/// Stores a token and the audit row of the grant that issued it, the last
-/// statements of the transaction: on PostgreSQL both inserts and the
-/// `COMMIT` go in one round trip (`store::commit_with`), and if the token's
-/// insert fails the audit row's fails with it.
-pub async fn insert_with_audit_and_commit(
+/// Stores a token and the audit row of the grant that issued it. On
+/// PostgreSQL both inserts are sent before either answer is read
+/// (pipelined: one round trip instead of two); PostgreSQL runs them in that
+/// order all the same, and if the first fails the second fails with it (the
+/// transaction is aborted). Returns each insert's result. The `COMMIT`
+/// follows only once both have answered: a connection lost before then
+/// leaves nothing of the transaction.
+pub async fn insert_with_audit(
     conn: &mut AnyConnection,
     token: &RefreshTokenRow,
     audit: &AuditRow,
-) -> Result<(), LastWritesFailed> {
+) -> (QueryResult<()>, QueryResult<()>) {
     let token = diesel::insert_into(refresh_tokens::table).values(token);
     let audit = diesel::insert_into(audit_events::table).values(audit);
-    super::commit_with(conn, async |backend| {
-        let (token, audit) = match backend {
-            Pipelined::Postgresql(pg) => {
-                let (mut one, mut two) = (pg, pg);
-                futures_util::future::join(token.execute(&mut one), audit.execute(&mut two)).await
-            }
-            Pipelined::Sqlite(sqlite) => match token.execute(&mut *sqlite).await {
-                Ok(n) => (Ok(n), audit.execute(sqlite).await),
-                Err(e) => (Err(e), Ok(0)),
-            },
-        };
-        token?;
-        audit.map_err(LastWritesFailed::Audit)?;
-        Ok(())
-    })
-    .await
-}
-
-/// Which of [`insert_with_audit_and_commit`]'s writes failed: the audit
-/// row's alone, or the token's or the commit (and the audit row's with it).
-#[derive(Debug)]
-pub enum LastWritesFailed {
-    Audit(diesel::result::Error),
-    Other(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for LastWritesFailed {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Other(error)
-    }
+    let (token, audit) = match conn {
+        AnyConnection::Postgresql(pg) => {
+            let (mut one, mut two) = (&*pg, &*pg);
+            futures_util::future::join(token.execute(&mut one), audit.execute(&mut two)).await
+        }
+        AnyConnection::Sqlite(sqlite) => match token.execute(&mut *sqlite).await {
+            Ok(n) => (Ok(n), audit.execute(sqlite).await),
+            Err(e) => (Err(e), Ok(0)),
+        },
+    };
+    (token.map(drop), audit.map(drop))
 }
 
 /// Marks the token used if, and only if, nobody used or revoked it first.

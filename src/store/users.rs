@@ -3,9 +3,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::AnyConnection;
 use super::schema::users;
 use super::types::{DbNames, DbTime, DbUuid};
+use super::{AnyConnection, Pipelined};
 
 #[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
@@ -47,8 +47,18 @@ pub async fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<Us
 
 /// Whether the user exists and is not disabled.
 pub async fn is_active(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {
-    let disabled_at: Option<Option<DbTime>> =
-        on_backend!(conn, c => users::table.find(id).select(users::disabled_at).first(c).await).optional()?;
+    is_active_on(conn.pipelined(), id).await
+}
+
+/// [`is_active`] as the first statement of a transaction
+/// (`store::transaction_from`).
+pub async fn is_active_on(conn: Pipelined<'_>, id: DbUuid) -> QueryResult<bool> {
+    let query = users::table.find(id).select(users::disabled_at);
+    let disabled_at: Option<Option<DbTime>> = match conn {
+        Pipelined::Postgresql(mut pg) => query.first(&mut pg).await,
+        Pipelined::Sqlite(sqlite) => query.first(sqlite).await,
+    }
+    .optional()?;
     Ok(matches!(disabled_at, Some(None)))
 }
 

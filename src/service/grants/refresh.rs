@@ -14,7 +14,7 @@ use crate::service::audit::{self, AuditEvent, AuditWriteFailed, Outcome, Request
 use crate::service::{Context, GrantError};
 use crate::store;
 use crate::store::AnyConnection;
-use crate::store::refresh_tokens::{self, LastWritesFailed, RefreshTokenRow};
+use crate::store::refresh_tokens::{self, RefreshTokenRow};
 use crate::store::types::{DbTime, DbUuid};
 use crate::tokens::opaque;
 
@@ -153,13 +153,9 @@ pub async fn refresh(
                         Some(refresh_token),
                     )?;
                     let audited = audit::row(now, &meta, event(Outcome::Success, Some(&row), None));
-                    // The transaction's last statements: committed with them.
-                    refresh_tokens::insert_with_audit_and_commit(conn, &token, &audited).await.map_err(|failed| {
-                        match failed {
-                            LastWritesFailed::Audit(e) => GrantError::from(AuditWriteFailed(e)),
-                            LastWritesFailed::Other(e) => GrantError::from(e),
-                        }
-                    })?;
+                    let (stored, written) = refresh_tokens::insert_with_audit(conn, &token, &audited).await;
+                    stored?;
+                    written.map_err(AuditWriteFailed)?;
                     audit::log(&audited);
                     Ok(Ok(issued))
                 })
