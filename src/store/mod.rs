@@ -327,10 +327,13 @@ where
             // leaves a connection the pool sees inside a transaction, and
             // drops (`AnyConnection::is_broken`).
             match diesel_async::AnsiTransactionManager::transaction_manager_status_mut(pg) {
-                TransactionManagerStatus::Valid(status) if status.transaction_depth().is_none() => {
+                TransactionManagerStatus::Valid(status) if status.transaction_depth().is_some() => {
+                    return Err(DieselError::AlreadyInTransaction.into());
+                }
+                TransactionManagerStatus::Valid(status) => {
                     status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
                 }
-                _ => return Err(DieselError::AlreadyInTransaction.into()),
+                TransactionManagerStatus::InError => return Err(DieselError::BrokenTransactionManager.into()),
             }
             // Polled first, so queued first: tokio-postgres queues a request
             // when its future is first polled.
