@@ -213,9 +213,16 @@ async fn lock_families(conn: &mut AnyConnection, owner: TokensOf, tokens: Tokens
 /// is not stable: tokens issued in the same microsecond tie.) SQLite has one
 /// writer already.
 pub async fn lock_family(conn: &mut AnyConnection, family: DbUuid) -> QueryResult<()> {
-    if let AnyConnection::Postgresql(pg) = conn {
-        refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(pg).await?;
+    match conn {
+        AnyConnection::Postgresql(pg) => lock_anchor(pg, family).await,
+        AnyConnection::Sqlite(_) => Ok(()),
     }
+}
+
+/// The lock of [`lock_family`], on a shared connection (so that a statement
+/// polled after it is sent with it).
+async fn lock_anchor(mut pg: &diesel_async::AsyncPgConnection, family: DbUuid) -> QueryResult<()> {
+    refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(&mut pg).await?;
     Ok(())
 }
 
@@ -229,9 +236,9 @@ pub async fn lock_family_and_consume(
     now: DbTime,
 ) -> QueryResult<bool> {
     let AnyConnection::Postgresql(pg) = conn else { return consume(conn, id, now).await };
-    let (mut one, mut two) = (&*pg, &*pg);
-    let lock = refresh_tokens::table.find(family).select(refresh_tokens::id).for_update().load::<DbUuid>(&mut one);
-    let (locked, consumed) = futures_util::future::join(lock, Consume { id, now }.execute(&mut two)).await;
+    let mut update = &*pg;
+    let (locked, consumed) =
+        futures_util::future::join(lock_anchor(pg, family), Consume { id, now }.execute(&mut update)).await;
     locked?;
     Ok(consumed? == 1)
 }
