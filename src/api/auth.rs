@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -19,7 +20,7 @@ pub const ANONYMOUS: &str = "anonymous";
 /// A request that carried a valid access token of ours.
 #[derive(Debug)]
 pub struct Authenticated {
-    pub claims: AccessClaims,
+    pub claims: Arc<AccessClaims>,
     pub meta: RequestMeta,
     state: State,
     action: String,

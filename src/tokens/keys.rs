@@ -82,6 +82,8 @@ pub struct KeyRing {
     by_kid: HashMap<String, usize>,
     jwks: Vec<u8>,
     etag: String,
+    /// SHA-256 of `jwks`: names the set of keys a token was verified with.
+    fingerprint: [u8; 32],
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key: SHA-256 over the required
@@ -153,9 +155,10 @@ impl KeyRing {
                 .collect(),
         };
         let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
-        let digest = ring::digest::digest(&ring::digest::SHA256, &jwks);
-        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
-        Ok(Self { signer, keys, by_kid, jwks, etag })
+        let mut fingerprint = [0; 32];
+        fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &jwks).as_ref());
+        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&fingerprint[..16]));
+        Ok(Self { signer, keys, by_kid, jwks, etag, fingerprint })
     }
 
     pub fn signing_kid(&self) -> &str {
@@ -188,6 +191,12 @@ impl KeyRing {
 
     pub fn etag(&self) -> &str {
         &self.etag
+    }
+
+    /// Equal for two rings exactly when they verify with the same keys
+    /// under the same kids (it is the digest of the published set).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 }
 

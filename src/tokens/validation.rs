@@ -57,13 +57,35 @@ fn reject_critical_header(token: &str) -> Result<(), TokenRejection> {
     Ok(())
 }
 
-#[derive(Debug, Clone)]
+/// How many verified tokens a verifier remembers. Callers of the admin API
+/// and Core's token exchanges reuse one token for its lifetime (minutes), so
+/// the tokens in use at a time are few; an entry is about 1 KB.
+pub const VERIFIED_CACHE_ENTRIES: usize = 1024;
+
+/// What a verification found that does not depend on the time: this token
+/// verified, under the key set `keys` (`KeyRing::fingerprint`), to `claims`.
+#[derive(Clone)]
+struct Verified {
+    keys: [u8; 32],
+    claims: Arc<AccessClaims>,
+}
+
+#[derive(Clone)]
 pub struct Verifier {
     validation: Validation,
     audience: String,
     leeway: i64,
     max_lifetime: i64,
     clock: Arc<dyn Clock>,
+    /// Tokens that passed every check but the time's, by the SHA-256 of
+    /// their text (`docs/DECISIONS.md`, "Verified tokens are remembered").
+    verified: Arc<quick_cache::sync::Cache<[u8; 32], Verified>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("audience", &self.audience).finish_non_exhaustive()
+    }
 }
 
 impl Verifier {
@@ -84,13 +106,36 @@ impl Verifier {
             leeway: i64::try_from(leeway_secs).unwrap_or(i64::MAX),
             max_lifetime: i64::try_from(max_lifetime_secs).unwrap_or(i64::MAX),
             clock,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES)),
         }
     }
 
-    pub fn verify(&self, keys: &KeyRing, token: &str) -> Result<AccessClaims, TokenRejection> {
+    /// The claims of `token` if it is one of ours, signed with a key of
+    /// `keys`, and valid now. A token that verified before under the same
+    /// key set skips the signature and decoding, never the time checks.
+    pub fn verify(&self, keys: &KeyRing, token: &str) -> Result<Arc<AccessClaims>, TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejection::Malformed);
         }
+        let mut digest = [0; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+        let fingerprint = keys.fingerprint();
+        let claims = match self.verified.get(&digest) {
+            Some(hit) if hit.keys == fingerprint => hit.claims,
+            _ => {
+                let claims = Arc::new(self.verify_signed(keys, token)?);
+                self.verified.insert(digest, Verified { keys: fingerprint, claims: claims.clone() });
+                claims
+            }
+        };
+        self.check_time(&claims)?;
+        Ok(claims)
+    }
+
+    /// Every check that does not depend on the time: the header, the
+    /// signature with a key of `keys`, the issuer, the exact audience, the
+    /// lifetime the token claims.
+    fn verify_signed(&self, keys: &KeyRing, token: &str) -> Result<AccessClaims, TokenRejection> {
         reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         if header.alg != Algorithm::EdDSA {
@@ -104,7 +149,6 @@ impl Verifier {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|e| TokenRejection::Invalid(e.to_string()))?
             .claims;
-        let now = self.clock.now().timestamp();
         // Exact audience: one value, ours. A token minted for several
         // audiences is not one of ours (RFC 8725 §3.9).
         if !matches!(&claims.aud, Audience::One(a) if a == &self.audience)
@@ -112,6 +156,15 @@ impl Verifier {
         {
             return Err(TokenRejection::Invalid("audience".into()));
         }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime + self.leeway {
+            return Err(TokenRejection::LifetimeTooLong);
+        }
+        Ok(claims)
+    }
+
+    /// The time checks, against the injected clock, on every use.
+    fn check_time(&self, claims: &AccessClaims) -> Result<(), TokenRejection> {
+        let now = self.clock.now().timestamp();
         // Valid up to and including exp + leeway (RFC 7519 §4.1.4).
         if claims.exp < now - self.leeway {
             return Err(TokenRejection::Expired);
@@ -122,9 +175,6 @@ impl Verifier {
         if claims.iat > now + self.leeway {
             return Err(TokenRejection::IssuedInFuture);
         }
-        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime + self.leeway {
-            return Err(TokenRejection::LifetimeTooLong);
-        }
-        Ok(claims)
+        Ok(())
     }
 }

@@ -207,7 +207,10 @@ both_backends! {
     }
 
     async fn the_running_service_picks_up_an_emergency_rotation_within_the_reload_interval(app) {
-        let before = signing_kid(&app).await;
+        let old_token = app.admin_token().await;
+        let before = header_kid(&old_token);
+        let organisations = "/api/sts/organisation/v1";
+        assert_eq!(app.get(organisations, &old_token).await.status(), StatusCode::OK, "accepted before the emergency");
         let (fresh, dropped) = keys::emergency(&KeyDir::new(app.keys_dir()), app.clock.now()).expect("emergency");
         assert_eq!(dropped, vec![before.clone()]);
         // No manual tick: the background job reloads every 2 s of real time.
@@ -219,6 +222,9 @@ both_backends! {
         let (jwks, _) = app.jwks().await;
         let kids: BTreeSet<&str> = jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
         assert_eq!(kids, BTreeSet::from([fresh.as_str()]), "the compromised key is gone");
+        // Its tokens with it, though this one was verified a moment ago.
+        let refused = app.get(organisations, &old_token).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "a token of the compromised key after the emergency");
     }
 
     async fn case_49_a_rotation_under_load_fails_no_grant_and_every_token_verifies_under_its_kid(app) {

@@ -456,7 +456,7 @@ both_backends! {
             .collect();
         cases.push(("kid removed".into(), TestApp::sign_with(&key, &without(&header, "kid"), &claims)));
         refuse_all(&app, &cases).await;
-        // 10 KB: over the 8 KiB header limit (431), else over the 4096-byte token limit (401).
+        // 10 KB: over the 8 KiB header limit (431), else over the 8192-byte token limit (401).
         let long = TestApp::sign_with(&key, &with(&header, "kid", json!("k".repeat(10 * 1024))), &claims);
         assert_too_large_or_refused(&app, &format!("Bearer {long}"), "kid of 10 KB").await;
     }

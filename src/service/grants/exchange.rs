@@ -4,6 +4,8 @@
 //! subject switches organisation; with one, the token holds
 //! subject ∩ ceiling ∩ the actor's own permissions there, and `act.sub`.
 
+use std::sync::Arc;
+
 use futures_util::FutureExt;
 use uuid::Uuid;
 
@@ -27,7 +29,10 @@ pub struct ExchangeRequest {
 }
 
 /// Input checks of RFC 8693 §2.1: anything wrong here is `invalid_request`.
-fn verify_input(ctx: &Context, request: &ExchangeRequest) -> Result<(AccessClaims, Option<AccessClaims>), GrantError> {
+fn verify_input(
+    ctx: &Context,
+    request: &ExchangeRequest,
+) -> Result<(Arc<AccessClaims>, Option<Arc<AccessClaims>>), GrantError> {
     let subject_token = request.subject_token.as_deref().filter(|t| !t.is_empty());
     let subject_token = subject_token.ok_or(GrantError::InvalidRequest("subject_token is required"))?;
     if request.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
