@@ -1,5 +1,5 @@
 //! Ed25519 signing keys: generated with ring, kept as PKCS#8 files (mode
-//! 0600) under the keys directory, identified by their RFC 7638 thumbprint,
+//! 0600) under the keys directory, signed with by ed25519-dalek, identified by their RFC 7638 thumbprint,
 //! published as a pre-serialised JWKS. Private material is never printed.
 
 use std::collections::HashMap;
@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -40,13 +42,15 @@ pub enum KeyError {
 }
 
 /// One key: its id and public half in the clear, the private half only inside
-/// ring's key pair, parsed once. (jsonwebtoken's `encode` parses the PKCS#8
-/// document and derives the public key again on every signature, which cost
-/// as much as the signature itself: docs/PERFORMANCE.md.)
+/// ed25519-dalek's signing key (zeroed when dropped), parsed once.
+/// (jsonwebtoken's `encode` parses the PKCS#8 document and derives the
+/// public key again on every signature, which cost as much as the signature
+/// itself; ed25519-dalek signs in about two thirds of ring's time, with the
+/// same deterministic signature: docs/PERFORMANCE.md.)
 pub(super) struct SigningKey {
     pub(super) kid: String,
     x: String,
-    pair: Ed25519KeyPair,
+    pair: ed25519_dalek::SigningKey,
     /// The JWS header this key signs under, base64url-encoded once.
     header: String,
     decoding: DecodingKey,
@@ -94,16 +98,17 @@ pub fn thumbprint(x: &str) -> String {
 }
 
 fn parse_key(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
+    // PKCS#8 v1 or v2; a v2 document's public key must match its private key.
     let pair =
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
-    let public = pair.public_key().as_ref();
+        ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
+    let public = pair.verifying_key().to_bytes();
     let x = URL_SAFE_NO_PAD.encode(public);
     let kid = thumbprint(&x);
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
     header.kid = Some(kid.clone());
     let header = serde_json::to_vec(&header).map_err(|_| KeyError::Invalid { path: path.to_owned() })?;
-    Ok(SigningKey { kid, decoding: DecodingKey::from_ed_der(public), header: URL_SAFE_NO_PAD.encode(header), pair, x })
+    Ok(SigningKey { kid, decoding: DecodingKey::from_ed_der(&public), header: URL_SAFE_NO_PAD.encode(header), pair, x })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -176,7 +181,7 @@ impl KeyRing {
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = key.pair.sign(token.as_bytes());
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
         Ok(token)
     }
 
@@ -323,6 +328,42 @@ mod tests {
         let other = ring.keys.iter().find(|k| k.kid != ring.signing_kid()).map(|k| &k.decoding);
         let Some(other) = other else { panic!("second key") };
         assert!(jsonwebtoken::decode::<serde_json::Value>(&token, other, &validation).is_err());
+    }
+
+    #[test]
+    fn the_signature_is_the_one_ring_makes_with_the_same_key_file() {
+        let (dir, ring) = ring_of(1);
+        let files = key_files(dir.path()).unwrap_or_default();
+        let Ok(pkcs8) = fs::read(&files[0]) else { panic!("read") };
+        let Ok(pair) = Ed25519KeyPair::from_pkcs8(&pkcs8) else { panic!("ring reads the file") };
+        let claims = AccessClaims {
+            iss: "https://sts.example".into(),
+            sub: uuid::Uuid::new_v4(),
+            aud: super::super::claims::Audience::One("core".into()),
+            exp: 4_102_444_800,
+            iat: 1_700_000_000,
+            nbf: 1_700_000_000,
+            jti: uuid::Uuid::new_v4(),
+            organisation_id: None,
+            permissions: vec!["ORGANISATION_DETAIL".into()],
+            act: None,
+        };
+        let Ok(token) = ring.sign(&claims) else { panic!("sign") };
+        let Some((input, signature)) = token.rsplit_once('.') else { panic!("compact JWS") };
+        assert_eq!(signature, URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes())));
+    }
+
+    #[test]
+    fn a_pkcs8_v1_key_as_openssl_writes_it_is_read() {
+        // RFC 8410 §10.3's example: the seed in a v1 document, no public key.
+        let Ok(der) = base64::engine::general_purpose::STANDARD
+            .decode("MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC")
+        else {
+            panic!("base64")
+        };
+        let Ok(key) = parse_key(Path::new("openssl.pk8"), &der) else { panic!("a v1 document is read") };
+        let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) else { panic!("ring reads it") };
+        assert_eq!(key.x, URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()));
     }
 
     #[test]
