@@ -1,6 +1,7 @@
 //! Ed25519 signing keys: generated with ring, kept as PKCS#8 files (mode
-//! 0600) under the keys directory, signed with by ed25519-dalek, identified by their RFC 7638 thumbprint,
-//! published as a pre-serialised JWKS. Private material is never printed.
+//! 0600) under the keys directory, read once into ed25519-dalek's signing
+//! key, identified by their RFC 7638 thumbprint, published as a
+//! pre-serialised JWKS. Private material is never printed.
 
 use std::collections::HashMap;
 use std::fs;
