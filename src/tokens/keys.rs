@@ -199,8 +199,10 @@ impl KeyRing {
         &self.etag
     }
 
-    /// Equal for two rings exactly when they verify with the same keys
-    /// under the same kids (it is the digest of the published set).
+    /// The digest of the published set: two rings with the same fingerprint
+    /// verify with the same keys under the same kids. (The same keys in
+    /// another order give another fingerprint, which costs a verification,
+    /// never a wrong answer.)
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
@@ -365,6 +367,17 @@ mod tests {
         let Ok(key) = parse_key(Path::new("openssl.pk8"), &der) else { panic!("a v1 document is read") };
         let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) else { panic!("ring reads it") };
         assert_eq!(key.x, URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()));
+    }
+
+    #[test]
+    fn a_pkcs8_v2_key_whose_public_half_does_not_match_is_refused() {
+        let (dir, _) = ring_of(1);
+        let files = key_files(dir.path()).unwrap_or_default();
+        let Ok(mut pkcs8) = fs::read(&files[0]) else { panic!("read") };
+        // ring writes the public key last.
+        let Some(last) = pkcs8.last_mut() else { panic!("empty file") };
+        *last ^= 1;
+        assert!(matches!(parse_key(Path::new("bent.pk8"), &pkcs8), Err(KeyError::Invalid { .. })));
     }
 
     #[test]

@@ -58,8 +58,9 @@ fn reject_critical_header(token: &str) -> Result<(), TokenRejection> {
 }
 
 /// How many verified tokens a verifier remembers. Callers of the admin API
-/// and Core's token exchanges reuse one token for its lifetime (minutes), so
-/// the tokens in use at a time are few; an entry is about 1 KB.
+/// and Core's token exchanges reuse one token for its lifetime (minutes).
+/// An entry is the claims of one of our tokens: well under 1 KB for most,
+/// about 6 KB for one holding every permission, so at most about 6 MB.
 pub const VERIFIED_CACHE_ENTRIES: usize = 1024;
 
 /// What a verification found that does not depend on the time: this token
@@ -120,15 +121,13 @@ impl Verifier {
         let mut digest = [0; 32];
         digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
         let fingerprint = keys.fingerprint();
-        let claims = match self.verified.get(&digest) {
-            Some(hit) if hit.keys == fingerprint => hit.claims,
-            _ => {
-                let claims = Arc::new(self.verify_signed(keys, token)?);
-                self.verified.insert(digest, Verified { keys: fingerprint, claims: claims.clone() });
-                claims
-            }
-        };
+        if let Some(hit) = self.verified.get(&digest).filter(|hit| hit.keys == fingerprint) {
+            self.check_time(&hit.claims)?;
+            return Ok(hit.claims);
+        }
+        let claims = Arc::new(self.verify_signed(keys, token)?);
         self.check_time(&claims)?;
+        self.verified.insert(digest, Verified { keys: fingerprint, claims: claims.clone() });
         Ok(claims)
     }
 
@@ -176,5 +175,105 @@ impl Verifier {
             return Err(TokenRejection::IssuedInFuture);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::super::claims::{AccessClaims, Audience};
+    use super::super::keys::{KeyRing, generate, read_key};
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const ISSUER: &str = "https://sts.example";
+    const AUDIENCE: &str = "core";
+
+    /// Two key files; `ring(&[i, …])` builds a ring of those keys, the first signing.
+    struct Keys {
+        dir: tempfile::TempDir,
+        files: Vec<String>,
+        kids: Vec<String>,
+    }
+
+    impl Keys {
+        fn two() -> Self {
+            let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+            let (mut files, mut kids) = (Vec::new(), Vec::new());
+            for _ in 0..2 {
+                let Ok((kid, file)) = generate(dir.path(), Utc::now()) else { panic!("generate") };
+                files.push(file);
+                kids.push(kid);
+            }
+            Self { dir, files, kids }
+        }
+
+        fn ring(&self, which: &[usize]) -> KeyRing {
+            let keys = which.iter().map(|&i| read_key(&self.dir.path().join(&self.files[i]))).collect();
+            let Ok(keys) = keys else { panic!("read") };
+            let Ok(ring) = KeyRing::new(keys, &self.kids[which[0]]) else { panic!("ring") };
+            ring
+        }
+    }
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: ISSUER.into(),
+            sub: uuid::Uuid::new_v4(),
+            aud: Audience::One(AUDIENCE.into()),
+            exp: now + 300,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4(),
+            organisation_id: None,
+            permissions: vec!["STS_AUDIT_LIST".into()],
+            act: None,
+        }
+    }
+
+    #[test]
+    fn a_remembered_token_stands_while_its_key_is_in_the_set_and_falls_with_it() {
+        let keys = Keys::two();
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let verifier = Verifier::new(ISSUER, AUDIENCE, 5, 300, clock.clone());
+        let both = keys.ring(&[0, 1]);
+        let Ok(token) = both.sign(&claims(clock.now().timestamp())) else { panic!("sign") };
+        assert!(verifier.verify(&both, &token).is_ok(), "verified, and remembered");
+        // Another set (the other key retired): verified again, still good.
+        assert!(verifier.verify(&keys.ring(&[0]), &token).is_ok(), "its key is still in the set");
+        // A set without its key: refused, remembered or not.
+        assert_eq!(verifier.verify(&keys.ring(&[1]), &token).err(), Some(TokenRejection::UnknownKey));
+        assert!(verifier.verify(&both, &token).is_ok(), "back to a set holding its key");
+    }
+
+    #[test]
+    fn a_remembered_token_is_judged_by_the_clock_at_every_use() {
+        let keys = Keys::two();
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let verifier = Verifier::new(ISSUER, AUDIENCE, 5, 300, clock.clone());
+        let ring = keys.ring(&[0]);
+        let Ok(token) = ring.sign(&claims(clock.now().timestamp())) else { panic!("sign") };
+        assert!(verifier.verify(&ring, &token).is_ok());
+        clock.advance(Duration::seconds(-6));
+        assert_eq!(verifier.verify(&ring, &token).err(), Some(TokenRejection::NotYetValid), "the clock went back");
+        clock.advance(Duration::seconds(6 + 305));
+        assert!(verifier.verify(&ring, &token).is_ok(), "exp + leeway, the last second");
+        clock.advance(Duration::seconds(1));
+        assert_eq!(verifier.verify(&ring, &token).err(), Some(TokenRejection::Expired));
+    }
+
+    #[test]
+    fn a_token_refused_for_its_time_is_accepted_once_its_time_comes() {
+        let keys = Keys::two();
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let verifier = Verifier::new(ISSUER, AUDIENCE, 5, 300, clock.clone());
+        let ring = keys.ring(&[0]);
+        let now = clock.now().timestamp();
+        let early = AccessClaims { iat: now + 60, nbf: now + 60, exp: now + 360, ..claims(now) };
+        let Ok(token) = ring.sign(&early) else { panic!("sign") };
+        assert_eq!(verifier.verify(&ring, &token).err(), Some(TokenRejection::NotYetValid));
+        clock.advance(Duration::seconds(60));
+        assert!(verifier.verify(&ring, &token).is_ok());
     }
 }

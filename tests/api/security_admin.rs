@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::both_backends;
-use crate::helpers::{ADMIN_PASSWORD, Backend, TestApp, password_of};
+use crate::helpers::{ADMIN_PASSWORD, Backend, TestApp, id_of, password_of};
 
 /// Routes that need no token, or any valid token.
 const OPEN: [&str; 8] = [
@@ -245,6 +245,38 @@ both_backends! {
         assert_eq!(app.get(routes[0], &delegated).await.status(), StatusCode::OK, "re-enabling the actor revives an unexpired token");
         assert_eq!(app.delete(&format!("/api/sts/user/v1/{actor}"), &admin).await.status(), StatusCode::NO_CONTENT);
         assert_eq!(app.get(routes[0], &delegated).await.status(), StatusCode::UNAUTHORIZED, "once the actor is deleted");
+    }
+
+    // The same for writes, whose caller is re-read inside the write's own
+    // transaction (`audit::audited_write`): no delegated token the exchange
+    // issues holds an STS_* write permission today (no ceiling has one), so
+    // the token is signed here with our key, the admin's claims and an actor.
+    async fn case_35_36_a_write_by_a_disabled_actor_is_refused_and_leaves_nothing(app) {
+        let admin = app.admin_token().await;
+        let (actor, _) = app.create_technical(&admin, "write-delegate", &["DELEGATION_SERVICE"]).await;
+        let (header, mut claims) = app.admin_parts().await;
+        let key = app.signing_key(header["kid"].as_str().expect("kid"));
+        claims["act"] = json!({"sub": actor.to_string()});
+        let delegated = TestApp::sign_with(&key, &header, &claims);
+        let orgs = "/api/sts/organisation/v1";
+        let before = app.post_json(orgs, &delegated, &json!({"name": "Before", "roles": ["ISSUER"]})).await;
+        assert_eq!(before.status(), StatusCode::CREATED, "a write while the actor is active");
+        let before = id_of(before).await;
+
+        let disabled = app.patch_json(&format!("/api/sts/user/v1/{actor}"), &admin, &json!({"disabled": true})).await;
+        assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
+        let created = app.post_json(orgs, &delegated, &json!({"name": "After", "roles": ["ISSUER"]})).await;
+        assert_eq!(created.status(), StatusCode::UNAUTHORIZED, "create once the actor is disabled");
+        let renamed = app.patch_json(&format!("{orgs}/{before}"), &delegated, &json!({"name": "Renamed"})).await;
+        assert_eq!(renamed.status(), StatusCode::UNAUTHORIZED, "edit once the actor is disabled");
+
+        let page: Value = app.get(&format!("{orgs}?pageSize=100"), &admin).await.json().await.expect("json");
+        let names: Vec<&str> = page["values"].as_array().expect("values").iter().filter_map(|v| v["name"].as_str()).collect();
+        assert!(names.contains(&"Before") && !names.contains(&"After") && !names.contains(&"Renamed"), "{names:?}");
+        let denied = app.audit(&admin, "action=admin.denied").await;
+        let by_actor: Vec<&Value> = denied.iter().filter(|e| e["actor"] == json!(actor.to_string())).collect();
+        assert_eq!(by_actor.len(), 2, "one refusal per write: {denied:?}");
+        assert!(by_actor.iter().all(|e| e["reason"] == "401: user disabled or deleted"), "{by_actor:?}");
     }
 
     async fn case_36_a_token_for_another_audience_or_an_expired_one_is_refused(app) {
