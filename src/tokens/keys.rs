@@ -247,6 +247,21 @@ mod tests {
         (dir, ring)
     }
 
+    fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: "https://sts.example".into(),
+            sub: uuid::Uuid::new_v4(),
+            aud: super::super::claims::Audience::One("core".into()),
+            exp: 4_102_444_800,
+            iat: 1_700_000_000,
+            nbf: 1_700_000_000,
+            jti: uuid::Uuid::new_v4(),
+            organisation_id: None,
+            permissions: vec!["ORGANISATION_DETAIL".into()],
+            act: None,
+        }
+    }
+
     #[test]
     fn a_generated_key_file_is_private_to_its_owner() {
         let (dir, _) = ring_of(1);
@@ -306,18 +321,7 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_with_jsonwebtoken_against_the_published_key() {
         let (_dir, ring) = ring_of(2);
-        let claims = AccessClaims {
-            iss: "https://sts.example".into(),
-            sub: uuid::Uuid::new_v4(),
-            aud: super::super::claims::Audience::One("core".into()),
-            exp: 4_102_444_800,
-            iat: 1_700_000_000,
-            nbf: 1_700_000_000,
-            jti: uuid::Uuid::new_v4(),
-            organisation_id: None,
-            permissions: vec!["ORGANISATION_DETAIL".into()],
-            act: None,
-        };
+        let claims = claims();
         let Ok(token) = ring.sign(&claims) else { panic!("sign") };
         let Ok(header) = jsonwebtoken::decode_header(&token) else { panic!("header") };
         assert_eq!((header.alg, header.typ.as_deref()), (Algorithm::EdDSA, Some(ACCESS_TOKEN_TYP)));
@@ -339,18 +343,7 @@ mod tests {
         let files = key_files(dir.path()).unwrap_or_default();
         let Ok(pkcs8) = fs::read(&files[0]) else { panic!("read") };
         let Ok(pair) = Ed25519KeyPair::from_pkcs8(&pkcs8) else { panic!("ring reads the file") };
-        let claims = AccessClaims {
-            iss: "https://sts.example".into(),
-            sub: uuid::Uuid::new_v4(),
-            aud: super::super::claims::Audience::One("core".into()),
-            exp: 4_102_444_800,
-            iat: 1_700_000_000,
-            nbf: 1_700_000_000,
-            jti: uuid::Uuid::new_v4(),
-            organisation_id: None,
-            permissions: vec!["ORGANISATION_DETAIL".into()],
-            act: None,
-        };
+        let claims = claims();
         let Ok(token) = ring.sign(&claims) else { panic!("sign") };
         let Some((input, signature)) = token.rsplit_once('.') else { panic!("compact JWS") };
         assert_eq!(signature, URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes())));
