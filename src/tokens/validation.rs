@@ -78,8 +78,9 @@ pub struct Verifier {
     leeway: i64,
     max_lifetime: i64,
     clock: Arc<dyn Clock>,
-    /// Tokens that passed every check but the time's, by the SHA-256 of
-    /// their text (`docs/DECISIONS.md`, "Verified tokens are remembered").
+    /// Tokens that passed every check, by the SHA-256 of their text; the
+    /// time's checks run again at every use (`docs/DECISIONS.md`, "Verified
+    /// tokens are remembered").
     verified: Arc<quick_cache::sync::Cache<[u8; 32], Verified>>,
 }
 
