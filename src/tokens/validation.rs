@@ -233,11 +233,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_remembered_token_stands_while_its_key_is_in_the_set_and_falls_with_it() {
-        let keys = Keys::two();
+    /// Two keys, a clock that moves when told, and a verifier reading it
+    /// (leeway 5 s, lifetime 300 s).
+    fn fixture() -> (Keys, Arc<ManualClock>, Verifier) {
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let verifier = Verifier::new(ISSUER, AUDIENCE, 5, 300, clock.clone());
+        (Keys::two(), clock, verifier)
+    }
+
+    #[test]
+    fn a_remembered_token_stands_while_its_key_is_in_the_set_and_falls_with_it() {
+        let (keys, clock, verifier) = fixture();
         let both = keys.ring(&[0, 1]);
         let Ok(token) = both.sign(&claims(clock.now().timestamp())) else { panic!("sign") };
         assert!(verifier.verify(&both, &token).is_ok(), "verified, and remembered");
@@ -250,9 +256,7 @@ mod tests {
 
     #[test]
     fn a_remembered_token_is_judged_by_the_clock_at_every_use() {
-        let keys = Keys::two();
-        let clock = Arc::new(ManualClock::new(Utc::now()));
-        let verifier = Verifier::new(ISSUER, AUDIENCE, 5, 300, clock.clone());
+        let (keys, clock, verifier) = fixture();
         let ring = keys.ring(&[0]);
         let Ok(token) = ring.sign(&claims(clock.now().timestamp())) else { panic!("sign") };
         assert!(verifier.verify(&ring, &token).is_ok());
@@ -266,9 +270,7 @@ mod tests {
 
     #[test]
     fn a_token_refused_for_its_time_is_accepted_once_its_time_comes() {
-        let keys = Keys::two();
-        let clock = Arc::new(ManualClock::new(Utc::now()));
-        let verifier = Verifier::new(ISSUER, AUDIENCE, 5, 300, clock.clone());
+        let (keys, clock, verifier) = fixture();
         let ring = keys.ring(&[0]);
         let now = clock.now().timestamp();
         let early = AccessClaims { iat: now + 60, nbf: now + 60, exp: now + 360, ..claims(now) };
