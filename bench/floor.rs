@@ -41,7 +41,7 @@ use argon2::password_hash::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::try_join;
+use futures_util::future::{try_join, try_join3};
 use serde_json::json;
 use sts::clock::SystemClock;
 use sts::tokens::claims::Audience;
@@ -289,9 +289,10 @@ async fn refresh(conn: &mut Conn, shared: &Shared, presented: &str) -> Res<Resul
 }
 
 /// Pipelined as `sts` sends them (`docs/DECISIONS.md`): `BEGIN` with the
-/// read, the lock with the update, the two inserts together, then `COMMIT`;
-/// five round trips. tokio-postgres queues a request when its future is
-/// first polled, so `try_join` sends them in their order.
+/// read, the membership with the lock and the update, the two inserts
+/// together, then `COMMIT`; four round trips. tokio-postgres queues a
+/// request when its future is first polled, so `try_join` sends them in
+/// their order.
 async fn rotate(conn: &Conn, shared: &Shared, presented: &str) -> Res<Result<(String, String), &'static str>> {
     let now = Utc::now();
     let digest = opaque::digest(presented);
@@ -307,14 +308,20 @@ async fn rotate(conn: &Conn, shared: &Shared, presented: &str) -> Res<Result<(St
     if consumed.is_some() || revoked.is_some() || expires_at <= now || family_expires_at <= now {
         return Ok(Err("used, revoked or expired refresh token"));
     }
-    let Some(member) = c.query_opt(&conn.member, &[&organisation, &user, &1_i64]).await? else {
+    let (member, _, consumed) = try_join3(
+        c.query_opt(&conn.member, &[&organisation, &user, &1_i64]),
+        c.query_opt(&conn.lock, &[&family]),
+        c.execute(&conn.consume, &[&now, &id]),
+    )
+    .await?;
+    // Refused: `refresh` rolls the update back.
+    let Some(member) = member else {
         return Ok(Err("not a member"));
     };
     let (disabled, deactivated): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (member.get(9), member.get(16));
     if disabled.is_some() || deactivated.is_some() {
         return Ok(Err("disabled or deactivated"));
     }
-    let (_, consumed) = try_join(c.query_opt(&conn.lock, &[&family]), c.execute(&conn.consume, &[&now, &id])).await?;
     if consumed != 1 {
         return Ok(Err("used since the read"));
     }
@@ -379,22 +386,45 @@ async fn password(
 }
 
 /// The successful path of `sts`'s token exchange (src/service/grants/exchange.rs):
-/// an organisation switch, no actor.
+/// an organisation switch, no actor; any other outcome is an
+/// `invalid_grant`.
 async fn exchange(
-    conn: &mut Conn,
+    conn: &Conn,
+    shared: &Shared,
+    subject: &AccessClaims,
+    target: Uuid,
+) -> Res<Result<String, &'static str>> {
+    let outcome = switch(conn, shared, subject, target).await;
+    if !matches!(outcome, Ok(Ok(_))) {
+        conn.client.batch_execute("ROLLBACK").await?;
+    }
+    outcome
+}
+
+/// Pipelined as `sts` sends them: `BEGIN` with the reads of the source
+/// organisation and of the target membership, the audit row, then `COMMIT`;
+/// three round trips.
+async fn switch(
+    conn: &Conn,
     shared: &Shared,
     subject: &AccessClaims,
     target: Uuid,
 ) -> Res<Result<String, &'static str>> {
     let now = Utc::now();
-    let tx = conn.client.transaction().await?;
-    if let Some(source) = subject.organisation_id {
-        let row = tx.query_opt(&conn.organisation, &[&source, &1_i64]).await?;
-        if row.is_none_or(|row| row.get::<_, Option<DateTime<Utc>>>(6).is_some()) {
-            return Ok(Err("subject token's organisation is not active"));
+    let c = &conn.client;
+    let source = async {
+        match subject.organisation_id {
+            Some(source) => c.query_opt(&conn.organisation, &[&source, &1_i64]).await.map(Some),
+            None => Ok(None),
         }
+    };
+    let (_, source, member) =
+        try_join3(c.batch_execute("BEGIN"), source, c.query_opt(&conn.member, &[&target, &subject.sub, &1_i64]))
+            .await?;
+    if source.is_some_and(|row| row.is_none_or(|row| row.get::<_, Option<DateTime<Utc>>>(6).is_some())) {
+        return Ok(Err("subject token's organisation is not active"));
     }
-    let Some(member) = tx.query_opt(&conn.member, &[&target, &subject.sub, &1_i64]).await? else {
+    let Some(member) = member else {
         return Ok(Err("not a member"));
     };
     let (disabled, deactivated): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (member.get(9), member.get(16));
@@ -402,8 +432,8 @@ async fn exchange(
         return Ok(Err("disabled or deactivated"));
     }
     let access_token = shared.sign(now, Some(target))?;
-    audit(&tx, &conn.audit, now, ("token.exchange", subject.sub, None), Some(target), None).await?;
-    tx.commit().await?;
+    audit(c, &conn.audit, now, ("token.exchange", subject.sub, None), Some(target), None).await?;
+    c.batch_execute("COMMIT").await?;
     Ok(Ok(access_token))
 }
 

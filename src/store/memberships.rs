@@ -3,11 +3,11 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::AnyConnection;
 use super::organisations::OrganisationRow;
 use super::schema::{memberships, organisations, users};
 use super::types::{DbTime, DbUuid};
 use super::users::UserRow;
+use super::{AnyConnection, Pipelined};
 
 pub async fn is_member(conn: &mut AnyConnection, organisation: DbUuid, user: DbUuid) -> QueryResult<bool> {
     on_backend!(conn, c => diesel::select(diesel::dsl::exists(memberships::table.find((organisation, user)))).get_result(c).await)
@@ -88,6 +88,16 @@ pub async fn member_for_grant(
     organisation: DbUuid,
     user: DbUuid,
 ) -> QueryResult<Option<(UserRow, OrganisationRow)>> {
+    member_for_grant_on(conn.pipelined(), organisation, user).await
+}
+
+/// [`member_for_grant`] on a connection shared with other statements
+/// (`store::Pipelined`).
+pub async fn member_for_grant_on(
+    conn: Pipelined<'_>,
+    organisation: DbUuid,
+    user: DbUuid,
+) -> QueryResult<Option<(UserRow, OrganisationRow)>> {
     // A macro, not a value: `as_select` is typed per backend.
     macro_rules! query {
         () => {
@@ -100,8 +110,8 @@ pub async fn member_for_grant(
         };
     }
     match conn {
-        AnyConnection::Postgresql(pg) => query!().for_share().first(pg).await.optional(),
-        AnyConnection::Sqlite(sqlite) => query!().first(sqlite).await.optional(),
+        Pipelined::Postgresql(mut pg) => query!().for_share().first(&mut pg).await.optional(),
+        Pipelined::Sqlite(sqlite) => query!().first(sqlite).await.optional(),
     }
 }
 

@@ -399,6 +399,35 @@ pub enum Pipelined<'c> {
     Sqlite(&'c mut connection::SqliteWrapper),
 }
 
+impl Pipelined<'_> {
+    /// Runs `first` and `second`, `first`'s statements first: on PostgreSQL
+    /// sent together (one round trip for both), on SQLite in turn. Both must
+    /// be statements whose order is all that matters between them: the
+    /// second is sent before the first has answered.
+    pub async fn both<A, B, E>(
+        self,
+        first: impl AsyncFnOnce(Pipelined<'_>) -> Result<A, E>,
+        second: impl AsyncFnOnce(Pipelined<'_>) -> Result<B, E>,
+    ) -> Result<(A, B), E> {
+        match self {
+            // Polled first, so queued first. Both are answered before either
+            // result counts: a failure of the first fails the second too
+            // (the transaction is aborted), and the first failure is the one
+            // returned.
+            Self::Postgresql(pg) => {
+                let (first, second) =
+                    futures_util::future::join(first(Pipelined::Postgresql(pg)), second(Pipelined::Postgresql(pg)))
+                        .await;
+                Ok((first?, second?))
+            }
+            Self::Sqlite(sqlite) => {
+                let first = first(Pipelined::Sqlite(&mut *sqlite)).await?;
+                Ok((first, second(Pipelined::Sqlite(sqlite)).await?))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

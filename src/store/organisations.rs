@@ -3,9 +3,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::AnyConnection;
 use super::schema::organisations;
 use super::types::{DbNames, DbTime, DbUuid};
+use super::{AnyConnection, Pipelined};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = organisations)]
@@ -28,7 +28,22 @@ pub async fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryRes
 }
 
 pub async fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
-    on_backend!(conn, c => organisations::table.find(id).select(OrganisationRow::as_select()).first(c).await).optional()
+    find_on(conn.pipelined(), id).await
+}
+
+/// [`find`] on a connection shared with other statements (`store::Pipelined`).
+pub async fn find_on(conn: Pipelined<'_>, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
+    // Typed by its backend (`as_select`): written out for each.
+    macro_rules! query {
+        () => {
+            organisations::table.find(id).select(OrganisationRow::as_select())
+        };
+    }
+    match conn {
+        Pipelined::Postgresql(mut pg) => query!().first(&mut pg).await,
+        Pipelined::Sqlite(sqlite) => query!().first(sqlite).await,
+    }
+    .optional()
 }
 
 pub async fn exists(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<bool> {

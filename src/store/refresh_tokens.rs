@@ -84,12 +84,8 @@ pub async fn insert_with_audit(
     (token.map(drop), audit.map(drop))
 }
 
-/// Marks the token used if, and only if, nobody used or revoked it first.
-pub async fn consume(conn: &mut AnyConnection, id: DbUuid, now: DbTime) -> QueryResult<bool> {
-    on_backend!(conn, c => Consume { id, now }.execute(c).await).map(|n| n == 1)
-}
-
-/// The conditional update of [`consume`], written out: diesel never caches
+/// Marks the token used if, and only if, nobody used or revoked it first:
+/// the conditional update, written out: diesel never caches
 /// an `UPDATE` it builds (a changeset's SQL may vary with its values), so the
 /// one sent on every refresh grant would be parsed and planned every time.
 /// A statement of our own with a static query id is prepared once per
@@ -226,19 +222,36 @@ async fn lock_anchor(mut pg: &diesel_async::AsyncPgConnection, family: DbUuid) -
     Ok(())
 }
 
-/// [`lock_family`], then [`consume`]: a rotation. On PostgreSQL the update
-/// is sent without waiting for the lock's answer (one round trip instead of
+/// [`lock_family`], then [`Consume`]: a rotation, on a connection shared
+/// with other statements (`store::Pipelined`). On PostgreSQL the update is
+/// sent without waiting for the lock's answer (one round trip instead of
 /// two); PostgreSQL runs it after the lock is granted all the same.
 pub async fn lock_family_and_consume(
-    conn: &mut AnyConnection,
+    conn: Pipelined<'_>,
     family: DbUuid,
     id: DbUuid,
     now: DbTime,
 ) -> QueryResult<bool> {
-    let AnyConnection::Postgresql(pg) = conn else { return consume(conn, id, now).await };
-    let mut update = &*pg;
-    let (locked, consumed) =
-        futures_util::future::join(lock_anchor(pg, family), Consume { id, now }.execute(&mut update)).await;
-    locked?;
-    Ok(consumed? == 1)
+    let consumed = match conn {
+        Pipelined::Postgresql(pg) => {
+            let mut update = pg;
+            let (locked, consumed) =
+                futures_util::future::join(lock_anchor(pg, family), Consume { id, now }.execute(&mut update)).await;
+            locked?;
+            consumed?
+        }
+        Pipelined::Sqlite(sqlite) => Consume { id, now }.execute(sqlite).await?,
+    };
+    Ok(consumed == 1)
+}
+
+/// Takes back this transaction's own [`Consume`] of token `id`: a rotation
+/// whose grant was refused after the update was sent with the reads it
+/// depended on. The caller holds the family's lock.
+pub async fn unconsume(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<()> {
+    let consumed_at: Option<DbTime> = None;
+    on_backend!(conn, c => {
+        diesel::update(refresh_tokens::table.find(id)).set(refresh_tokens::consumed_at.eq(consumed_at)).execute(c).await
+    })
+    .map(drop)
 }

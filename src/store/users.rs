@@ -65,13 +65,17 @@ pub async fn is_active_on(conn: Pipelined<'_>, id: DbUuid) -> QueryResult<bool> 
 /// The user, share-locked on PostgreSQL until the transaction ends (see
 /// `memberships::member_for_grant`), for a grant without an organisation.
 pub async fn find_for_grant(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<UserRow>> {
+    find_for_grant_on(conn.pipelined(), id).await
+}
+
+/// [`find_for_grant`] on a connection shared with other statements
+/// (`store::Pipelined`).
+pub async fn find_for_grant_on(conn: Pipelined<'_>, id: DbUuid) -> QueryResult<Option<UserRow>> {
     match conn {
-        AnyConnection::Postgresql(pg) => {
-            users::table.find(id).select(UserRow::as_select()).for_share().first(pg).await.optional()
+        Pipelined::Postgresql(mut pg) => {
+            users::table.find(id).select(UserRow::as_select()).for_share().first(&mut pg).await.optional()
         }
-        AnyConnection::Sqlite(sqlite) => {
-            users::table.find(id).select(UserRow::as_select()).first(sqlite).await.optional()
-        }
+        Pipelined::Sqlite(sqlite) => users::table.find(id).select(UserRow::as_select()).first(sqlite).await.optional(),
     }
 }
 

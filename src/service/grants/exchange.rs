@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use uuid::Uuid;
 
-use super::{ACCESS_TOKEN_TYPE, Issued, Mint, TECHNICAL_KIND, authorise, organisation_active};
+use super::{ACCESS_TOKEN_TYPE, GrantRows, Issued, Mint, TECHNICAL_KIND, authorise, organisation_active_on};
 use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
 use crate::store;
@@ -78,7 +78,19 @@ pub async fn exchange(ctx: &Context, meta: &RequestMeta, request: ExchangeReques
     ctx.store
         .run(move |conn| {
             async move {
-                store::transaction::<_, GrantError, _>(conn, async |conn| {
+                // The transaction opens with the reads of the subject's
+                // organisation (leaving a deactivated or deleted one is
+                // refused too) and of the target's rows for the subject.
+                let first = async |c: store::Pipelined<'_>| {
+                    let source_active = async |c: store::Pipelined<'_>| match subject.organisation_id {
+                        Some(source) => organisation_active_on(c, source).await,
+                        None => Ok(true),
+                    };
+                    let target =
+                        async |c: store::Pipelined<'_>| GrantRows::read(c, subject.sub, Some(organisation)).await;
+                    Ok(c.both(source_active, target).await?)
+                };
+                store::transaction_from::<_, _, GrantError, _, _>(conn, first, async |conn, (source_active, target)| {
                     let now = ctx2.now();
                     let actor_id = actor.as_ref().map(|a| a.sub);
                     let fail = async |conn: &mut _, reason: &str| -> Result<Result<Issued, String>, GrantError> {
@@ -90,17 +102,13 @@ pub async fn exchange(ctx: &Context, meta: &RequestMeta, request: ExchangeReques
                         audit::record(conn, now, &meta, event).await?;
                         Ok(Err(reason.to_owned()))
                     };
-                    // Leaving a deactivated or deleted organisation is refused too.
-                    if let Some(source) = subject.organisation_id
-                        && !organisation_active(conn, source).await?
-                    {
+                    if !source_active {
                         return fail(conn, "subject token's organisation is not active").await;
                     }
-                    let mut permissions =
-                        match authorise(conn, &ctx2.config.roles, subject.sub, Some(organisation)).await? {
-                            Ok(a) => a.permissions,
-                            Err(reason) => return fail(conn, &reason).await,
-                        };
+                    let mut permissions = match target.authorise(conn, &ctx2.config.roles).await? {
+                        Ok(a) => a.permissions,
+                        Err(reason) => return fail(conn, &reason).await,
+                    };
                     if let Some(actor_id) = actor_id {
                         let acting = match authorise(conn, &ctx2.config.roles, actor_id, Some(organisation)).await? {
                             Ok(a) if a.user.kind == TECHNICAL_KIND => a,

@@ -10,6 +10,7 @@ mod refresh;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use diesel::QueryResult;
 use uuid::Uuid;
 
 pub use client::client_credentials;
@@ -21,9 +22,10 @@ use super::GrantError;
 use crate::domain::permissions::{Ceiling, organisation_token_permissions, system_token_permissions};
 use crate::domain::{OrganisationRole, PermissionSet, RoleCatalog};
 use crate::secret::Secret;
+use crate::store::organisations::OrganisationRow;
 use crate::store::types::DbUuid;
 use crate::store::users::UserRow;
-use crate::store::{AnyConnection, memberships, organisations, users};
+use crate::store::{AnyConnection, Pipelined, memberships, organisations, users};
 use crate::tokens::{AccessClaims, Actor, KeyRing, claims::Audience};
 
 /// `requested_token_type`/`issued_token_type` of an access token (RFC 8693).
@@ -61,33 +63,61 @@ pub async fn authorise(
     user: Uuid,
     organisation: Option<Uuid>,
 ) -> Result<Result<Authorised, String>, GrantError> {
-    let (user, organisation) = match organisation {
-        None => match users::find_for_grant(conn, DbUuid(user)).await? {
-            Some(user) => (user, None),
-            None => return Ok(Err("unknown user".into())),
-        },
-        Some(id) => match memberships::member_for_grant(conn, DbUuid(id), DbUuid(user)).await? {
-            Some((user, organisation)) => (user, Some(organisation)),
-            // The slow path only tells the audit log which one it was.
-            None if users::find(conn, DbUuid(user)).await?.is_none() => return Ok(Err("unknown user".into())),
-            None => return Ok(Err("not a member of the organisation, or no such organisation".into())),
-        },
-    };
-    if user.disabled_at.is_some() {
-        return Ok(Err("user disabled".into()));
+    GrantRows::read(conn.pipelined(), user, organisation).await?.authorise(conn, roles).await
+}
+
+/// What [`authorise`] decides on: the subject's rows as its one query read
+/// them. Read on their own ([`GrantRows::read`]), they can be sent together
+/// with other statements of the grant (`store::Pipelined`).
+#[derive(Debug)]
+pub struct GrantRows {
+    user: Uuid,
+    organisation: Option<Uuid>,
+    /// The user, and the organisation if one was asked for and the user is
+    /// a member of it.
+    found: Option<(UserRow, Option<OrganisationRow>)>,
+}
+
+impl GrantRows {
+    pub async fn read(conn: Pipelined<'_>, user: Uuid, organisation: Option<Uuid>) -> QueryResult<Self> {
+        let found = match organisation {
+            None => users::find_for_grant_on(conn, DbUuid(user)).await?.map(|user| (user, None)),
+            Some(id) => memberships::member_for_grant_on(conn, DbUuid(id), DbUuid(user))
+                .await?
+                .map(|(user, organisation)| (user, Some(organisation))),
+        };
+        Ok(Self { user, organisation, found })
     }
-    let user_permissions = roles.user_permissions(&user.system_roles.0);
-    let permissions = match organisation {
-        None => system_token_permissions(&user_permissions),
-        Some(org) if org.deactivated_at.is_some() => return Ok(Err("organisation deactivated".into())),
-        Some(org) => organisation_token_permissions(&user_permissions, &ceiling_of(roles, &org.roles.0)),
-    };
-    Ok(Ok(Authorised { user, permissions }))
+
+    /// [`authorise`]'s decision on these rows.
+    pub async fn authorise(
+        self,
+        conn: &mut AnyConnection,
+        roles: &RoleCatalog,
+    ) -> Result<Result<Authorised, String>, GrantError> {
+        let Some((user, organisation)) = self.found else {
+            // The slow path only tells the audit log which one it was.
+            if self.organisation.is_none() || users::find(conn, DbUuid(self.user)).await?.is_none() {
+                return Ok(Err("unknown user".into()));
+            }
+            return Ok(Err("not a member of the organisation, or no such organisation".into()));
+        };
+        if user.disabled_at.is_some() {
+            return Ok(Err("user disabled".into()));
+        }
+        let user_permissions = roles.user_permissions(&user.system_roles.0);
+        let permissions = match organisation {
+            None => system_token_permissions(&user_permissions),
+            Some(org) if org.deactivated_at.is_some() => return Ok(Err("organisation deactivated".into())),
+            Some(org) => organisation_token_permissions(&user_permissions, &ceiling_of(roles, &org.roles.0)),
+        };
+        Ok(Ok(Authorised { user, permissions }))
+    }
 }
 
 /// Whether an organisation exists and is active (for tokens scoped to it).
-pub async fn organisation_active(conn: &mut AnyConnection, id: Uuid) -> Result<bool, GrantError> {
-    Ok(organisations::find(conn, DbUuid(id)).await?.is_some_and(|o| o.deactivated_at.is_none()))
+pub async fn organisation_active_on(conn: Pipelined<'_>, id: Uuid) -> QueryResult<bool> {
+    Ok(organisations::find_on(conn, DbUuid(id)).await?.is_some_and(|o| o.deactivated_at.is_none()))
 }
 
 /// The ceiling of stored role names; names no longer known grant nothing.

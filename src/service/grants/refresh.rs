@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::FutureExt;
 use uuid::Uuid;
 
-use super::{Issued, Mint, authorise};
+use super::{GrantRows, Issued, Mint};
 use crate::config::Config;
 use crate::secret::Secret;
 use crate::service::audit::{self, AuditEvent, AuditWriteFailed, Outcome, RequestMeta};
@@ -122,17 +122,29 @@ pub async fn refresh(
                         return replay(conn, &row).await;
                     }
                     let organisation = requested_organisation.or(row.organisation_id.map(|o| o.0));
-                    let authorised = match authorise(conn, &ctx2.config.roles, row.user_id.0, organisation).await? {
+                    // The user, membership and organisation (share-locked),
+                    // then the family's lock (so a revocation after us sees
+                    // the token we add) and the conditional update that picks
+                    // one winner among concurrent uses: sent together, run
+                    // in that order (the lock order of
+                    // `memberships::member_for_grant`).
+                    let read = async |c: store::Pipelined<'_>| GrantRows::read(c, row.user_id.0, organisation).await;
+                    let rotate = async |c: store::Pipelined<'_>| {
+                        refresh_tokens::lock_family_and_consume(c, row.family_id, row.id, DbTime::from(now)).await
+                    };
+                    let (rows, consumed) = conn.pipelined().both(read, rotate).await?;
+                    let authorised = match rows.authorise(conn, &ctx2.config.roles).await? {
                         Ok(a) => a,
                         Err(reason) => {
+                            // Refused: the token stays as it was.
+                            if consumed {
+                                refresh_tokens::unconsume(conn, row.id).await?;
+                            }
                             record(conn, Outcome::Failure, Some(&row), Some(&reason)).await?;
                             return Ok(Err(reason));
                         }
                     };
-                    // Serialise with every other use and revocation of the family
-                    // (so a revocation after us sees the token we add), then let
-                    // the conditional update pick one winner.
-                    if !refresh_tokens::lock_family_and_consume(conn, row.family_id, row.id, DbTime::from(now)).await? {
+                    if !consumed {
                         // Used or revoked since the read above: the slow path.
                         let current =
                             refresh_tokens::find_by_digest(conn, &digest).await?.unwrap_or_else(|| row.clone());
