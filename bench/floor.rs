@@ -505,8 +505,8 @@ async fn create_organisation(
     };
     let (id, now) = (Uuid::new_v4(), Utc::now());
     // Pipelined as `sts` sends them (`docs/DECISIONS.md`): `BEGIN` with the
-    // caller's read, then the insert, the audit row and `COMMIT`; four round
-    // trips.
+    // caller's read, the insert with the audit row, then `COMMIT`; three
+    // round trips.
     let created = pool
         .with(async |conn| {
             let c = &conn.client;
@@ -520,9 +520,17 @@ async fn create_organisation(
             let (key, roles) = (body.name.trim().to_lowercase(), serde_json::json!(body.roles));
             let none: Option<DateTime<Utc>> = None;
             let written = async {
-                c.execute(&conn.create_organisation, &[&id, &body.name, &key, &roles, &now, &now, &none]).await?;
                 let event = ("organisation.create", caller.sub, Some("admin"));
-                audit(c, &conn.audit, now, event, Some(id), Some(id.to_string())).await?;
+                try_join(
+                    async {
+                        Res::Ok(
+                            c.execute(&conn.create_organisation, &[&id, &body.name, &key, &roles, &now, &now, &none])
+                                .await?,
+                        )
+                    },
+                    audit(c, &conn.audit, now, event, Some(id), Some(id.to_string())),
+                )
+                .await?;
                 Res::Ok(c.batch_execute("COMMIT").await?)
             };
             if let Err(e) = written.await {

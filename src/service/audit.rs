@@ -413,8 +413,71 @@ where
         + 'static,
     T: Send + 'static,
 {
+    audited(ctx, meta, author, event, move |conn, now, mut success, meta| {
+        async move {
+            let value = work(conn, now, &mut success).await?;
+            record(conn, now.0, &meta, success).await?;
+            Ok(value)
+        }
+        .boxed()
+    })
+    .await
+}
+
+/// [`audited_write`] for a write that is one statement, known before it is
+/// sent and not adding to the event: `statement` is sent together with the
+/// audit row's insert (one round trip for both on PostgreSQL). If either
+/// fails, both roll back and `statement`'s error is the answer.
+pub async fn audited_statement<T, F>(
+    ctx: &super::Context,
+    meta: &RequestMeta,
+    author: &Author,
+    event: AuditEvent,
+    statement: F,
+) -> Result<T, super::ServiceError>
+where
+    F: for<'c> FnOnce(Pipelined<'c>, DbTime) -> BoxFuture<'c, Result<T, super::ServiceError>> + Send + 'static,
+    T: Send + 'static,
+{
+    audited(ctx, meta, author, event, move |conn, now, success, meta| {
+        async move {
+            let row = row(now.0, &meta, success);
+            let write = async move |c: Pipelined<'_>| statement(c, now).await;
+            let audit = async |c: Pipelined<'_>| {
+                rows::insert_on(c, &row).await.map_err(|e| super::ServiceError::from(AuditWriteFailed(e)))
+            };
+            let (value, ()) = conn.pipelined().both(write, audit).await?;
+            log(&row);
+            Ok(value)
+        }
+        .boxed()
+    })
+    .await
+}
+
+/// The transaction of [`audited_write`] and [`audited_statement`]: the
+/// caller's accounts read, then `body`, which writes the change and the
+/// success event it is given; the refusal and the failure event after.
+async fn audited<T, F>(
+    ctx: &super::Context,
+    meta: &RequestMeta,
+    author: &Author,
+    event: AuditEvent,
+    body: F,
+) -> Result<T, super::ServiceError>
+where
+    F: for<'c> FnOnce(
+            &'c mut AnyConnection,
+            DbTime,
+            AuditEvent,
+            RequestMeta,
+        ) -> BoxFuture<'c, Result<T, super::ServiceError>>
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
     let event = author.stamp(event);
-    let (clock, write_meta, mut success) = (ctx.clock.clone(), meta.clone(), event.clone());
+    let (clock, write_meta, success) = (ctx.clock.clone(), meta.clone(), event.clone());
     let caller = match author {
         Author::Caller { caller, .. } => Some(*caller),
         Author::System => None,
@@ -437,9 +500,7 @@ where
                         return Err(super::ServiceError::CallerInactive);
                     }
                     let now = DbTime::from(clock.now());
-                    let value = work(conn, now, &mut success).await?;
-                    record(conn, now.0, &write_meta, success).await?;
-                    Ok(value)
+                    body(conn, now, success, write_meta).await
                 })
                 .await
             }

@@ -71,7 +71,8 @@ pub async fn create(
 ) -> Result<Uuid, ServiceError> {
     let id = id.unwrap_or_else(Uuid::new_v4);
     let (name, roles) = (name.to_owned(), roles.to_vec());
-    audit::audited_write(ctx, meta, &author, event("organisation.create", id), move |conn, now, _| {
+    // One statement: sent with its audit row.
+    audit::audited_statement(ctx, meta, &author, event("organisation.create", id), move |conn, now| {
         async move {
             let name = names::organisation_name(&name).map_err(|e| ServiceError::Invalid(format!("name {e}")))?;
             let roles = role_names(&roles)?;
@@ -86,7 +87,7 @@ pub async fn create(
             };
             // The unique indexes decide, in the same statement as the insert: no
             // read before it, and a concurrent create of the same name loses.
-            rows::insert(conn, &row).await.map_err(|error| match StoreError::from(error) {
+            rows::insert_on(conn, &row).await.map_err(|error| match StoreError::from(error) {
                 StoreError::Conflict(index) if index.contains("name_key") => {
                     ServiceError::Conflict("an organisation with this name exists".into())
                 }

@@ -3,9 +3,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::AnyConnection;
 use super::schema::audit_events;
 use super::types::{DbTime, DbUuid};
+use super::{AnyConnection, Pipelined};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_events)]
@@ -28,7 +28,17 @@ pub struct AuditRow {
 }
 
 pub async fn insert(conn: &mut AnyConnection, row: &AuditRow) -> QueryResult<()> {
-    on_backend!(conn, c => diesel::insert_into(audit_events::table).values(row).execute(c).await).map(drop)
+    insert_on(conn.pipelined(), row).await
+}
+
+/// [`insert`] on a connection shared with other statements (`store::Pipelined`).
+pub async fn insert_on(conn: Pipelined<'_>, row: &AuditRow) -> QueryResult<()> {
+    let insert = diesel::insert_into(audit_events::table).values(row);
+    match conn {
+        Pipelined::Postgresql(mut pg) => insert.execute(&mut pg).await,
+        Pipelined::Sqlite(sqlite) => insert.execute(sqlite).await,
+    }
+    .map(drop)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -24,7 +24,17 @@ pub struct OrganisationRow {
 }
 
 pub async fn insert(conn: &mut AnyConnection, row: &OrganisationRow) -> QueryResult<()> {
-    on_backend!(conn, c => diesel::insert_into(organisations::table).values(row).execute(c).await).map(drop)
+    insert_on(conn.pipelined(), row).await
+}
+
+/// [`insert`] on a connection shared with other statements (`store::Pipelined`).
+pub async fn insert_on(conn: Pipelined<'_>, row: &OrganisationRow) -> QueryResult<()> {
+    let insert = diesel::insert_into(organisations::table).values(row);
+    match conn {
+        Pipelined::Postgresql(mut pg) => insert.execute(&mut pg).await,
+        Pipelined::Sqlite(sqlite) => insert.execute(sqlite).await,
+    }
+    .map(drop)
 }
 
 pub async fn find(conn: &mut AnyConnection, id: DbUuid) -> QueryResult<Option<OrganisationRow>> {
