@@ -62,7 +62,10 @@ pub struct Verified {
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
+    /// One per hashing thread: holding one is the right to queue a hash.
     permits: Arc<Semaphore>,
+    /// The hashing threads, below the process's CPU priority (`blocking`).
+    threads: Arc<crate::blocking::Threads>,
     /// argon2 buffers; a permit holder takes one.
     memory: Arc<Memory>,
     queue_timeout: Duration,
@@ -246,9 +249,12 @@ impl Passwords {
             .with(params.block_count(), |buffer| hash_now(&params, "dummy password that never matches", buffer))?;
         // Nothing is hashed until the first login: hold no buffer till then.
         memory.release_if_quiet(Duration::ZERO);
+        let hashing_threads = crate::blocking::Threads::start("sts-hash", threads)
+            .map_err(|e| internal("cannot start hashing threads", e))?;
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(threads)),
+            threads: Arc::new(hashing_threads),
             memory,
             queue_timeout,
             dummy_hash: dummy_hash.into(),
@@ -268,14 +274,21 @@ impl Passwords {
             .map_err(|_| ServiceError::Busy)?;
         let span = tracing::Span::current();
         let (memory, hashing) = (self.memory.clone(), self.hashing.clone());
-        crate::blocking::run(permit, move || {
-            let started = Instant::now();
-            let result = span.in_scope(|| work(&memory));
-            hashing.record(started.elapsed());
-            result
-        })
-        .await
-        .map_err(|e| internal("hashing task failed", e))
+        // The permit goes with the work and comes back with its answer: a
+        // caller that gives up does not free its place while its hash still
+        // runs, so the queue in front of the threads stays one per permit.
+        let (result, permit) = self
+            .threads
+            .run(move || {
+                let started = Instant::now();
+                let result = span.in_scope(|| work(&memory));
+                hashing.record(started.elapsed());
+                (result, permit)
+            })
+            .await
+            .map_err(|e| internal("hashing task failed", e))?;
+        drop(permit);
+        Ok(result)
     }
 
     /// Frees the argon2 buffers every time hashing has been quiet for
