@@ -177,7 +177,13 @@ impl Settings {
             database,
             issuer,
             argon2,
-            hashing_threads: if self.passwords.hashing_threads == 0 { cores } else { self.passwords.hashing_threads },
+            // One core is left to everything else: with every core hashing, a
+            // login flood delayed every other request behind the hashes
+            // (docs/DECISIONS.md, R8).
+            hashing_threads: match self.passwords.hashing_threads {
+                0 => cores.saturating_sub(1).max(1),
+                n => n,
+            },
             roles,
             settings: self,
         })
@@ -283,6 +289,16 @@ mod tests {
         assert_eq!(config.database, DatabaseUrl::Sqlite(PathBuf::from("data/sts.db")));
         assert_eq!(config.issuer, "http://127.0.0.1:8080");
         assert_eq!(config.settings.tokens.access_ttl_secs, 300);
+    }
+
+    #[test]
+    fn by_default_hashing_leaves_a_core_to_everything_else() {
+        let Ok(config) = load(&[]) else { panic!("defaults load") };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert!(config.hashing_threads >= 1, "at least one hashing thread");
+        if cores > 1 {
+            assert_eq!(config.hashing_threads, cores - 1);
+        }
     }
 
     #[test]
