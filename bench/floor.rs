@@ -26,10 +26,11 @@
 //! rehash, no per-source limiter. `GET /hashes` answers "runs microseconds"
 //! of the hashing so far, to split R1 as `sts`'s `/metrics` does.
 //!
-//! `cargo run --release --example floor -- DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL]`
+//! `cargo run --release --example floor -- DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL] [HASHING]`
 //! (SETUP_FILE is `loadgen setup`'s output; each worker opens POOL ÷ WORKERS
 //! connections, rounded up: 10 in all with the defaults, as `sts`'s pool;
-//! WORKERS is also the number of hashing threads, as `sts` has one per core.)
+//! HASHING, the number of hashing permits, defaults to WORKERS; `bench/run`
+//! gives it `sts`'s, one per core but one.)
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -576,11 +577,12 @@ async fn template(setup: &Setup) -> Res<AccessClaims> {
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, keys, setup, port, rest @ ..] = args.as_slice() else {
-        return Err("usage: floor DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL]".into());
+        return Err("usage: floor DATABASE_URL KEYS_DIR SETUP_FILE PORT [WORKERS] [POOL] [HASHING]".into());
     };
     let port: u16 = port.parse()?;
     let workers: usize = rest.first().map(|w| w.parse()).transpose()?.unwrap_or(2);
     let pool: usize = rest.get(1).map(|p| p.parse()).transpose()?.unwrap_or(10);
+    let hashing_threads: usize = rest.get(2).map(|h| h.parse()).transpose()?.unwrap_or(workers);
     let setup: Setup = serde_json::from_slice(&std::fs::read(setup)?)?;
     let template = template(&setup).await?;
     let (_, ring) = sts::tokens::KeyDir::new(keys).load(Utc::now(), None)?.ok_or("no key ring")?;
@@ -591,7 +593,7 @@ async fn main() -> Res<()> {
     let verifier = Verifier::new(&template.iss, &audience, 60, ACCESS_TTL, Arc::new(SystemClock));
     let shared = web::Data::new(Shared { ring, verifier, template });
     let hashing = web::Data::new(Hashing {
-        permits: tokio::sync::Semaphore::new(workers),
+        permits: tokio::sync::Semaphore::new(hashing_threads.max(1)),
         runs: AtomicU64::new(0),
         micros: AtomicU64::new(0),
     });
