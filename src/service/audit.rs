@@ -205,10 +205,30 @@ pub async fn record(
     Ok(())
 }
 
-/// The row [`record`] writes, for a caller that writes it together with
-/// another statement (`refresh_tokens::insert_with_audit`) and then calls
-/// [`log`].
-pub fn row(now: DateTime<Utc>, meta: &RequestMeta, event: AuditEvent) -> AuditRow {
+/// [`record`], its insert sent together with `statement`'s (one round trip
+/// for both on PostgreSQL; `store::Pipelined::both`), `statement` first.
+/// If either fails, `statement`'s error is the one returned (the aborted
+/// audit insert behind it says nothing more), and the caller's transaction
+/// rolls both back. Logs the event once both are written.
+pub async fn record_with<T, E>(
+    conn: &mut AnyConnection,
+    now: DateTime<Utc>,
+    meta: &RequestMeta,
+    event: AuditEvent,
+    statement: impl AsyncFnOnce(Pipelined<'_>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<AuditWriteFailed>,
+{
+    let row = row(now, meta, event);
+    let audit = async |c: Pipelined<'_>| rows::insert_on(c, &row).await.map_err(|e| E::from(AuditWriteFailed(e)));
+    let (value, ()) = conn.pipelined().both(statement, audit).await?;
+    log(&row);
+    Ok(value)
+}
+
+/// The row [`record`] writes.
+fn row(now: DateTime<Utc>, meta: &RequestMeta, event: AuditEvent) -> AuditRow {
     AuditRow {
         id: DbUuid(Uuid::new_v4()),
         created_at: DbTime::from(now),
@@ -225,7 +245,7 @@ pub fn row(now: DateTime<Utc>, meta: &RequestMeta, event: AuditEvent) -> AuditRo
 }
 
 /// The JSON log line of a written row.
-pub fn log(row: &AuditRow) {
+fn log(row: &AuditRow) {
     tracing::info!(
         target: "audit",
         audit_id = %row.id.0,
@@ -441,14 +461,8 @@ where
 {
     audited(ctx, meta, author, event, move |conn, now, success, meta| {
         async move {
-            let row = row(now.0, &meta, success);
             let write = async move |c: Pipelined<'_>| statement(c, now).await;
-            let audit = async |c: Pipelined<'_>| {
-                rows::insert_on(c, &row).await.map_err(|e| super::ServiceError::from(AuditWriteFailed(e)))
-            };
-            let (value, ()) = conn.pipelined().both(write, audit).await?;
-            log(&row);
-            Ok(value)
+            record_with(conn, now.0, &meta, success, write).await
         }
         .boxed()
     })

@@ -9,8 +9,7 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::HasSqlType;
 use diesel_async::RunQueryDsl;
 
-use super::audit::AuditRow;
-use super::schema::{audit_events, refresh_tokens};
+use super::schema::refresh_tokens;
 use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
 use super::{AnyConnection, Pipelined};
 
@@ -34,7 +33,17 @@ pub struct RefreshTokenRow {
 }
 
 pub async fn insert(conn: &mut AnyConnection, row: &RefreshTokenRow) -> QueryResult<()> {
-    on_backend!(conn, c => diesel::insert_into(refresh_tokens::table).values(row).execute(c).await).map(drop)
+    insert_on(conn.pipelined(), row).await
+}
+
+/// [`insert`] on a connection shared with other statements (`store::Pipelined`).
+pub async fn insert_on(conn: Pipelined<'_>, row: &RefreshTokenRow) -> QueryResult<()> {
+    let insert = diesel::insert_into(refresh_tokens::table).values(row);
+    match conn {
+        Pipelined::Postgresql(mut pg) => insert.execute(&mut pg).await,
+        Pipelined::Sqlite(sqlite) => insert.execute(sqlite).await,
+    }
+    .map(drop)
 }
 
 pub async fn find_by_digest(conn: &mut AnyConnection, digest: &str) -> QueryResult<Option<RefreshTokenRow>> {
@@ -55,33 +64,6 @@ pub async fn find_by_digest_on(conn: Pipelined<'_>, digest: &str) -> QueryResult
         Pipelined::Sqlite(sqlite) => query!().first(sqlite).await,
     }
     .optional()
-}
-
-/// Stores a token and the audit row of the grant that issued it. On
-/// PostgreSQL both inserts are sent before either answer is read
-/// (pipelined: one round trip instead of two); PostgreSQL runs them in that
-/// order all the same, and if the first fails the second fails with it (the
-/// transaction is aborted). Returns each insert's result. The `COMMIT`
-/// follows only once both have answered: a connection lost before then
-/// leaves nothing of the transaction.
-pub async fn insert_with_audit(
-    conn: &mut AnyConnection,
-    token: &RefreshTokenRow,
-    audit: &AuditRow,
-) -> (QueryResult<()>, QueryResult<()>) {
-    let token = diesel::insert_into(refresh_tokens::table).values(token);
-    let audit = diesel::insert_into(audit_events::table).values(audit);
-    let (token, audit) = match conn {
-        AnyConnection::Postgresql(pg) => {
-            let (mut one, mut two) = (&*pg, &*pg);
-            futures_util::future::join(token.execute(&mut one), audit.execute(&mut two)).await
-        }
-        AnyConnection::Sqlite(sqlite) => match token.execute(&mut *sqlite).await {
-            Ok(n) => (Ok(n), audit.execute(sqlite).await),
-            Err(e) => (Err(e), Ok(0)),
-        },
-    };
-    (token.map(drop), audit.map(drop))
 }
 
 /// Marks the token used if, and only if, nobody used or revoked it first:

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{GrantRows, Issued, Mint};
 use crate::config::Config;
 use crate::secret::Secret;
-use crate::service::audit::{self, AuditEvent, AuditWriteFailed, Outcome, RequestMeta};
+use crate::service::audit::{self, AuditEvent, Outcome, RequestMeta};
 use crate::service::{Context, GrantError};
 use crate::store;
 use crate::store::AnyConnection;
@@ -164,11 +164,10 @@ pub async fn refresh(
                         &authorised.permissions,
                         Some(refresh_token),
                     )?;
-                    let audited = audit::row(now, &meta, event(Outcome::Success, Some(&row), None));
-                    let (stored, written) = refresh_tokens::insert_with_audit(conn, &token, &audited).await;
-                    stored?;
-                    written.map_err(AuditWriteFailed)?;
-                    audit::log(&audited);
+                    // The new token's insert goes with the audit row's.
+                    let insert = async |c: store::Pipelined<'_>| Ok(refresh_tokens::insert_on(c, &token).await?);
+                    let success = event(Outcome::Success, Some(&row), None);
+                    audit::record_with::<_, GrantError>(conn, now, &meta, success, insert).await?;
                     Ok(Ok(issued))
                 })
                 .await
